@@ -1,0 +1,236 @@
+package kv
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sealkv/kv/internal/record"
+)
+
+// SliceID names a Slice: the keyed BLAKE3-512 of its ClearText.
+type SliceID [64]byte
+
+// String is the lowercase hex form.
+func (id SliceID) String() string { return hex.EncodeToString(id[:]) }
+
+// ContentID names a whole ClearText: its keyed BLAKE3-512.
+type ContentID [64]byte
+
+// String is the lowercase hex form.
+func (id ContentID) String() string { return hex.EncodeToString(id[:]) }
+
+// ContentMeta describes one version of a Data.
+type ContentMeta struct {
+	// Version numbers start at 1 and are never reused within a key.
+	Version   uint64
+	ContentID ContentID
+	// OriginalSize is the ClearText's length.
+	OriginalSize int64
+	// StorageSize is the size of the shards of this version's slices,
+	// parity included, counting slices shared with other content in full.
+	StorageSize int64
+	NumSlices   int
+	Created     time.Time
+}
+
+// Data is a named entry.
+type Data struct {
+	Key string
+	// Parent is the key of the Data this one is a child of, or "".
+	Parent string
+	// Content is the current version.
+	Content ContentMeta
+	// Versions are the older versions, oldest first.
+	Versions []ContentMeta
+}
+
+// now is the clock, replaceable in tests.
+var now = time.Now
+
+func toContentMeta(v *record.Version) ContentMeta {
+	return ContentMeta{Version: v.Version, ContentID: v.ContentID, OriginalSize: v.OriginalSize, StorageSize: v.StorageSize, NumSlices: int(v.NumSlices), Created: time.Unix(0, v.Created)}
+}
+
+func toData(key string, r *record.Data) *Data {
+	d := &Data{Key: key, Parent: r.Parent}
+	n := len(r.Versions)
+	d.Content = toContentMeta(&r.Versions[n-1])
+	for i := 0; i < n-1; i++ {
+		d.Versions = append(d.Versions, toContentMeta(&r.Versions[i]))
+	}
+	return d
+}
+
+func checkKey(key string) error {
+	if !record.ValidKey(key) {
+		return fmt.Errorf("%w: %.64q", ErrInvalidKey, key)
+	}
+	return nil
+}
+
+// getData reads the Data record of key; ErrNotFound if there is none.
+func getData(r pebble.Reader, key string) (*record.Data, error) {
+	v, closer, err := r.Get(record.DataKey(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	d, err := record.DecodeData(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data %q: %v", ErrCorrupt, key, err)
+	}
+	return d, nil
+}
+
+// Stat returns the Data stored under key.
+func (db *DB) Stat(ctx context.Context, key string) (*Data, error) {
+	done, err := db.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r, err := getData(db.meta, key)
+	if err != nil {
+		return nil, err
+	}
+	return toData(key, r), nil
+}
+
+// List yields the keys that start with prefix, in byte order. An empty
+// prefix lists every key. Iteration stops at the first error, which is
+// yielded with an empty key.
+func (db *DB) List(ctx context.Context, prefix string) iter.Seq2[string, error] {
+	lo := record.DataKey(prefix)
+	return db.scan(ctx, lo, record.PrefixEnd(lo), func(k []byte) string { return string(k[1:]) })
+}
+
+// Children yields the keys of the Data whose parent is key, in byte order.
+// It yields ErrNotFound if key does not exist.
+func (db *DB) Children(ctx context.Context, key string) iter.Seq2[string, error] {
+	if _, err := db.Stat(ctx, key); err != nil {
+		return func(yield func(string, error) bool) { yield("", err) }
+	}
+	lo := record.ChildPrefix(key)
+	return db.scan(ctx, lo, record.PrefixEnd(lo), func(k []byte) string { return string(k[len(lo):]) })
+}
+
+// scan yields name(k) for the meta keys in [lo, hi). The iterator is a
+// consistent snapshot.
+func (db *DB) scan(ctx context.Context, lo, hi []byte, name func([]byte) string) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		done, err := db.enter()
+		if err != nil {
+			yield("", err)
+			return
+		}
+		defer done()
+		it, err := db.meta.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
+			yield("", err)
+			return
+		}
+		defer it.Close()
+		for it.First(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				yield("", err)
+				return
+			}
+			if !yield(name(it.Key()), nil) {
+				return
+			}
+		}
+		if err := it.Error(); err != nil {
+			yield("", err)
+		}
+	}
+}
+
+// PutOption modifies a Put.
+type PutOption func(*putOptions)
+
+type putOptions struct {
+	parent string
+}
+
+// WithParent makes the Data a child of parent, which must exist
+// (ErrNotFound otherwise). A later Put without WithParent keeps the parent;
+// with another parent it moves the Data.
+func WithParent(parent string) PutOption {
+	return func(o *putOptions) { o.parent = parent }
+}
+
+// commitPut makes the content written by p the new current version of key,
+// atomically and durably. Content equal to the current version adds no
+// version; p's manifest is then released like a deleted one.
+func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if po.parent != "" {
+		if _, err := getData(db.meta, po.parent); err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
+		}
+	}
+	d, err := getData(db.meta, p.key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		d = &record.Data{NextVersion: 1}
+		db.stats.Data++
+	case err != nil:
+		return nil, err
+	}
+	rel := db.newRelease()
+	defer rel.close()
+	if n := len(d.Versions); n > 0 && d.Versions[n-1].ContentID == c.id {
+		if err := rel.manifest(p.manifest); err != nil {
+			return nil, err
+		}
+	} else {
+		v := record.Version{Version: d.NextVersion, ContentID: c.id, OriginalSize: c.size, StorageSize: c.stored, NumSlices: c.slices, Created: now().UnixNano(), Manifest: p.manifest}
+		d.NextVersion++
+		d.Versions = append(d.Versions, v)
+		m := record.Manifest{Key: p.key, Version: v.Version}
+		_ = rel.b.Set(record.ManifestKey(p.manifest), m.Encode(), nil)
+		db.stats.Versions++
+		db.stats.LogicalBytes += c.size
+	}
+	if po.parent != "" && po.parent != d.Parent {
+		if d.Parent != "" {
+			_ = rel.b.Delete(record.ChildKey(d.Parent, p.key), nil)
+		}
+		d.Parent = po.parent
+		_ = rel.b.Set(record.ChildKey(d.Parent, p.key), nil, nil)
+	}
+	_ = rel.b.Set(record.DataKey(p.key), d.Encode(), nil)
+	if _, err := db.finishLocked(rel); err != nil {
+		return nil, err
+	}
+	return toData(p.key, d), nil
+}
+
+// commitLocked writes the stats into b and commits it. On failure the
+// in-memory stats are reloaded so they match what is on disk.
+func (db *DB) commitLocked(b *pebble.Batch, opts *pebble.WriteOptions) error {
+	_ = b.Set(record.StatsKey, db.stats.Encode(), nil)
+	if err := b.Commit(opts); err != nil {
+		if lerr := db.loadStats(); lerr != nil {
+			err = errors.Join(err, lerr)
+		}
+		return fmt.Errorf("sealkv: committing: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+// Package erasure splits a SealedSlice into k data and m parity Reed-Solomon
+// shards, each carrying its own checksum, and puts it back together from any
+// k good shards.
+//
+// A shard's checksum covers the SliceID and the shard index as well as its
+// bytes, so a store below that returns another slice's shard, or the right
+// slice's shard at the wrong index, is caught like a flipped bit.
+package erasure
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/reedsolomon"
+	"github.com/zeebo/blake3"
+)
+
+// ChecksumSize is the length of the checksum that prefixes every shard.
+const ChecksumSize = 16
+
+// MaxShards bounds k+m; shard indexes are stored in one byte.
+const MaxShards = 255
+
+// ErrTooFewShards is returned when fewer than k shards pass their checksum.
+var ErrTooFewShards = errors.New("erasure: fewer than k good shards")
+
+// Coder encodes and decodes for one (k, m) layout. It is safe for
+// concurrent use.
+type Coder struct {
+	k, m int
+	enc  reedsolomon.Encoder // nil when m == 0
+}
+
+var coders sync.Map // [2]int -> *Coder
+
+// New returns the Coder for k data and m parity shards.
+func New(k, m int) (*Coder, error) {
+	if k < 1 || m < 0 || k+m > MaxShards {
+		return nil, fmt.Errorf("erasure: invalid layout %d+%d (need k >= 1, m >= 0, k+m <= %d)", k, m, MaxShards)
+	}
+	if c, ok := coders.Load([2]int{k, m}); ok {
+		return c.(*Coder), nil
+	}
+	c := &Coder{k: k, m: m}
+	if m > 0 {
+		enc, err := reedsolomon.New(k, m)
+		if err != nil {
+			return nil, fmt.Errorf("erasure: %w", err)
+		}
+		c.enc = enc
+	}
+	coders.Store([2]int{k, m}, c)
+	return c, nil
+}
+
+// ShardSize is the payload length of each shard of an n-byte SealedSlice.
+func (c *Coder) ShardSize(n int) int { return max(1, (n+c.k-1)/c.k) }
+
+// StoredSize is the number of bytes the k+m shards of an n-byte SealedSlice
+// occupy, checksums included.
+func (c *Coder) StoredSize(n int) int64 {
+	return int64(c.k+c.m) * int64(ChecksumSize+c.ShardSize(n))
+}
+
+// Encode splits sealed into k+m shards, each ChecksumSize bytes of checksum
+// followed by the payload. The shards share one allocation.
+func (c *Coder) Encode(id []byte, sealed []byte) ([][]byte, error) {
+	size := c.ShardSize(len(sealed))
+	n := c.k + c.m
+	buf := make([]byte, n*(ChecksumSize+size))
+	shards := make([][]byte, n)
+	payload := make([][]byte, n)
+	for i := range shards {
+		shards[i] = buf[i*(ChecksumSize+size) : (i+1)*(ChecksumSize+size)]
+		payload[i] = shards[i][ChecksumSize:]
+		if i < c.k && i*size < len(sealed) {
+			copy(payload[i], sealed[i*size:])
+		}
+	}
+	if c.enc != nil {
+		if err := c.enc.Encode(payload); err != nil {
+			return nil, fmt.Errorf("erasure: %w", err)
+		}
+	}
+	for i := range shards {
+		sum := Checksum(id, i, payload[i])
+		copy(shards[i], sum[:])
+	}
+	return shards, nil
+}
+
+// Checksum is the checksum of shard index idx of the slice id.
+func Checksum(id []byte, idx int, payload []byte) [ChecksumSize]byte {
+	h := blake3.New()
+	h.Write(id)
+	h.Write([]byte{byte(idx)})
+	h.Write(payload)
+	var sum [ChecksumSize]byte
+	h.Digest().Read(sum[:])
+	return sum
+}
+
+// Good reports whether shard (checksum and payload) is intact for index idx
+// of slice id and has the expected payload size.
+func Good(id []byte, idx int, shard []byte, size int) bool {
+	if len(shard) != ChecksumSize+size {
+		return false
+	}
+	sum := Checksum(id, idx, shard[ChecksumSize:])
+	return string(sum[:]) == string(shard[:ChecksumSize])
+}
+
+// Decode verifies the given shards (nil for missing), rebuilds the missing
+// and bad ones from any k good shards and returns the n-byte SealedSlice
+// together with the indexes of the shards that were missing or bad. When
+// repair is true the rebuilt shards (with checksums) are returned in
+// rebuilt, indexed like shards; otherwise rebuilt is nil.
+func (c *Coder) Decode(id []byte, shards [][]byte, n int, repair bool) (sealed []byte, bad []int, rebuilt [][]byte, err error) {
+	if len(shards) != c.k+c.m {
+		return nil, nil, nil, fmt.Errorf("erasure: got %d shards, layout has %d", len(shards), c.k+c.m)
+	}
+	size := c.ShardSize(n)
+	payload := make([][]byte, len(shards))
+	good := 0
+	for i, s := range shards {
+		if s != nil && Good(id, i, s, size) {
+			payload[i] = s[ChecksumSize:]
+			good++
+		} else {
+			bad = append(bad, i)
+		}
+	}
+	if good < c.k {
+		return nil, bad, nil, ErrTooFewShards
+	}
+	if len(bad) > 0 {
+		if err := c.reconstruct(payload, repair); err != nil {
+			return nil, bad, nil, err
+		}
+	}
+	sealed = make([]byte, 0, c.k*size)
+	for i := 0; i < c.k; i++ {
+		sealed = append(sealed, payload[i]...)
+	}
+	if repair && len(bad) > 0 {
+		rebuilt = make([][]byte, len(shards))
+		for _, i := range bad {
+			sum := Checksum(id, i, payload[i])
+			rebuilt[i] = append(sum[:], payload[i]...)
+		}
+	}
+	return sealed[:n], bad, rebuilt, nil
+}
+
+func (c *Coder) reconstruct(payload [][]byte, all bool) error {
+	if c.enc == nil {
+		return ErrTooFewShards // unreachable: m == 0 means any bad shard leaves < k
+	}
+	var err error
+	if all {
+		err = c.enc.Reconstruct(payload)
+	} else {
+		err = c.enc.ReconstructData(payload)
+	}
+	if err != nil {
+		return fmt.Errorf("erasure: %w", err)
+	}
+	return nil
+}

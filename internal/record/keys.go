@@ -1,0 +1,129 @@
+package record
+
+import (
+	"encoding/binary"
+	"strings"
+	"unicode/utf8"
+)
+
+// Meta keyspace prefixes. Each kind of record lives under its own byte so a
+// prefix scan never crosses kinds.
+const (
+	PrefixConfig   = 'C' // C                           -> Config
+	PrefixStats    = 'T' // T                           -> Stats
+	PrefixData     = 'd' // d key                       -> Data
+	PrefixChild    = 'k' // k parent 0x00 child          -> (empty)
+	PrefixManifest = 'v' // v manifestID                -> Manifest
+	PrefixChunk    = 'c' // c manifestID offset(8)      -> chunk
+	PrefixSlice    = 'r' // r sliceID                   -> Slice
+	PrefixRef      = 'f' // f sliceID manifestID        -> (empty)
+	PrefixSession  = 's' // s sessionID                 -> Session
+	PrefixUnclean  = 'u' // u sessionID                 -> (empty) while open
+	PrefixIntent   = 'i' // i seq(8)                    -> delete intent
+)
+
+// ConfigKey and StatsKey are the singleton records.
+var (
+	ConfigKey = []byte{PrefixConfig}
+	StatsKey  = []byte{PrefixStats}
+)
+
+func key(prefix byte, parts ...[]byte) []byte {
+	n := 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	k = append(k, prefix)
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+// DataKey is the key of Data k.
+func DataKey(k string) []byte { return key(PrefixData, []byte(k)) }
+
+// ChildKey is the index entry saying child's parent is parent. Keys never
+// contain NUL, so the separator keeps one parent's children contiguous.
+func ChildKey(parent, child string) []byte {
+	return key(PrefixChild, []byte(parent), []byte{0}, []byte(child))
+}
+
+// ChildPrefix is the prefix of all of parent's child entries.
+func ChildPrefix(parent string) []byte { return key(PrefixChild, []byte(parent), []byte{0}) }
+
+// ManifestKey is the key of a manifest's owner record.
+func ManifestKey(m ManifestID) []byte { return key(PrefixManifest, m[:]) }
+
+// ChunkKey is the key of the manifest chunk whose first slice starts at
+// ClearText offset off.
+func ChunkKey(m ManifestID, off int64) []byte {
+	return binary.BigEndian.AppendUint64(key(PrefixChunk, m[:]), uint64(off))
+}
+
+// ChunkPrefix is the prefix of all chunks of m.
+func ChunkPrefix(m ManifestID) []byte { return key(PrefixChunk, m[:]) }
+
+// SliceKey is the key of a slice record.
+func SliceKey(id *[IDSize]byte) []byte { return key(PrefixSlice, id[:]) }
+
+// RefKey is the reference of manifest m to slice id.
+func RefKey(id *[IDSize]byte, m ManifestID) []byte { return key(PrefixRef, id[:], m[:]) }
+
+// RefPrefix is the prefix of every reference to id.
+func RefPrefix(id *[IDSize]byte) []byte { return key(PrefixRef, id[:]) }
+
+// RefManifest returns the manifest of a reference key.
+func RefManifest(k []byte) (m ManifestID, ok bool) {
+	if len(k) != 1+IDSize+ManifestIDSize {
+		return m, false
+	}
+	copy(m[:], k[1+IDSize:])
+	return m, true
+}
+
+// SessionKey and UncleanKey are a session's records.
+func SessionKey(s [SessionSize]byte) []byte { return key(PrefixSession, s[:]) }
+
+// UncleanKey marks a session that has not closed cleanly.
+func UncleanKey(s [SessionSize]byte) []byte { return key(PrefixUnclean, s[:]) }
+
+// IntentKey is the key of delete intent seq.
+func IntentKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{PrefixIntent}, seq)
+}
+
+// PrefixEnd returns the smallest key greater than every key with prefix p.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// NewManifestID builds the ManifestID of put number put of session s.
+func NewManifestID(s [SessionSize]byte, put uint64) ManifestID {
+	var m ManifestID
+	copy(m[:], s[:])
+	binary.BigEndian.PutUint64(m[SessionSize:], put)
+	return m
+}
+
+// Split returns the session and put number of m.
+func (m ManifestID) Split() (s [SessionSize]byte, put uint64) {
+	copy(s[:], m[:SessionSize])
+	return s, binary.BigEndian.Uint64(m[SessionSize:])
+}
+
+// ValidKey reports whether k is usable as a Data key: non-empty valid UTF-8,
+// at most 4096 bytes, no NUL.
+func ValidKey(k string) bool {
+	return k != "" && len(k) <= 4096 && !strings.ContainsRune(k, 0) && validUTF8(k)
+}
+
+func validUTF8(s string) bool { return utf8.ValidString(s) }

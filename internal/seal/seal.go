@@ -1,0 +1,148 @@
+// Package seal implements sealkv's sealing construction (DESIGN.md, "Sealing"):
+// one ML-KEM-1024 encapsulation per writer session, and from the session key a
+// fresh AES-256-GCM key and a key commitment for every slice.
+//
+// Because each derived key seals exactly one message, the GCM nonce is fixed
+// at zero: a (key, nonce) pair can only repeat if the KDF input (session key,
+// SliceID, counter) repeats, and the session key is fresh per session while
+// the counter is unique within it.
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+
+	"github.com/cloudflare/circl/kem/mlkem/mlkem1024"
+	"github.com/zeebo/blake3"
+)
+
+// Version is the sealing format version bound into every AAD.
+const Version = 1
+
+// Sizes of the parts of the construction.
+const (
+	SessionIDSize  = 16
+	CommitmentSize = 32
+	IDSize         = 64
+	CiphertextSize = mlkem1024.CiphertextSize
+	Overhead       = 16 // GCM tag
+)
+
+// Flag bits bound into the AAD of a sealed slice.
+const (
+	FlagCompressed byte = 1 << 0
+)
+
+// ErrOpen is returned when a sealed slice fails the key commitment or GCM
+// authentication. Callers wrap it with their own corruption error.
+var ErrOpen = errors.New("seal: authentication failed")
+
+var zeroNonce [12]byte
+
+// Session is one writer's key-encapsulation epoch. Its Key must never leave
+// the process.
+type Session struct {
+	ID  [SessionIDSize]byte
+	Key [32]byte
+}
+
+// NewSession encapsulates a fresh shared secret to pk and derives the session
+// key. ct must be persisted (with id) before any slice sealed under the
+// session is committed, so readers can decapsulate it.
+func NewSession(pk *mlkem1024.PublicKey, id [SessionIDSize]byte, seed []byte) (ct []byte, s *Session) {
+	ct = make([]byte, mlkem1024.CiphertextSize)
+	ss := make([]byte, mlkem1024.SharedKeySize)
+	pk.EncapsulateTo(ct, ss, seed)
+	return ct, derive(pk, id, ct, ss)
+}
+
+// OpenSession decapsulates ct with sk and derives the same session key the
+// writer derived. ML-KEM decapsulation never fails (implicit rejection); a
+// wrong ct yields a wrong key, which the per-slice key commitment catches.
+func OpenSession(sk *mlkem1024.PrivateKey, pk *mlkem1024.PublicKey, id [SessionIDSize]byte, ct []byte) (*Session, error) {
+	if len(ct) != mlkem1024.CiphertextSize {
+		return nil, errors.New("seal: session ciphertext has wrong length")
+	}
+	ss := make([]byte, mlkem1024.SharedKeySize)
+	sk.DecapsulateTo(ss, ct)
+	return derive(pk, id, ct, ss), nil
+}
+
+func derive(pk *mlkem1024.PublicKey, id [SessionIDSize]byte, ct, ss []byte) *Session {
+	pkb := make([]byte, mlkem1024.PublicKeySize)
+	pk.Pack(pkb)
+	pkh := blake3.Sum256(pkb)
+	m := make([]byte, 0, len(ss)+len(ct)+len(pkh)+len(id))
+	m = append(append(append(append(m, ss...), ct...), pkh[:]...), id[:]...)
+	s := &Session{ID: id}
+	blake3.DeriveKey("sealkv session v1", m, s.Key[:])
+	return s
+}
+
+// SliceKeys derives the one-time AES-256 key and the key commitment of the
+// slice with the given id sealed under counter ctr.
+func (s *Session) SliceKeys(id *[IDSize]byte, ctr uint64) (key, commit [32]byte) {
+	var m [32 + IDSize + 8]byte
+	copy(m[:32], s.Key[:])
+	copy(m[32:], id[:])
+	binary.BigEndian.PutUint64(m[32+IDSize:], ctr)
+	var out [64]byte
+	blake3.DeriveKey("sealkv slice v1", m[:], out[:])
+	copy(key[:], out[:32])
+	copy(commit[:], out[32:])
+	return key, commit
+}
+
+// AAD returns the additional data bound to a sealed slice: format version,
+// session, counter, SliceID and flags. Swapping any of them fails the tag.
+func (s *Session) AAD(id *[IDSize]byte, ctr uint64, flags byte) []byte {
+	a := make([]byte, 0, 1+SessionIDSize+8+IDSize+1)
+	a = append(a, Version)
+	a = append(a, s.ID[:]...)
+	a = binary.BigEndian.AppendUint64(a, ctr)
+	a = append(a, id[:]...)
+	return append(a, flags)
+}
+
+// Seal appends the sealed form of plaintext to dst and returns it with the
+// key commitment to store beside it.
+func (s *Session) Seal(dst, plaintext []byte, id *[IDSize]byte, ctr uint64, flags byte) ([]byte, [32]byte) {
+	key, commit := s.SliceKeys(id, ctr)
+	return gcm(key).Seal(dst, zeroNonce[:], plaintext, s.AAD(id, ctr, flags)), commit
+}
+
+// Open checks the key commitment in constant time, then authenticates and
+// decrypts sealed, appending the plaintext to dst.
+func (s *Session) Open(dst, sealed []byte, id *[IDSize]byte, ctr uint64, flags byte, commit *[32]byte) ([]byte, error) {
+	key, want := s.SliceKeys(id, ctr)
+	if subtle.ConstantTimeCompare(want[:], commit[:]) != 1 {
+		return nil, ErrOpen
+	}
+	out, err := gcm(key).Open(dst, zeroNonce[:], sealed, s.AAD(id, ctr, flags))
+	if err != nil {
+		return nil, ErrOpen
+	}
+	return out, nil
+}
+
+// CheckCommitment reports whether commit is the commitment of (id, ctr)
+// under this session, without touching any ciphertext.
+func (s *Session) CheckCommitment(id *[IDSize]byte, ctr uint64, commit *[32]byte) bool {
+	_, want := s.SliceKeys(id, ctr)
+	return subtle.ConstantTimeCompare(want[:], commit[:]) == 1
+}
+
+func gcm(key [32]byte) cipher.AEAD {
+	b, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err) // unreachable: the key is always 32 bytes
+	}
+	g, err := cipher.NewGCM(b)
+	if err != nil {
+		panic(err) // unreachable: standard nonce and tag sizes
+	}
+	return g
+}

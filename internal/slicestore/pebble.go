@@ -1,0 +1,316 @@
+// Package slicestore keeps shards in the slice keyspace, a Pebble instance
+// tuned for large write-once values.
+//
+// Keys are ordered by write time: session (16 bytes), counter (8 bytes,
+// big-endian; the high 32 bits are the put number) and shard index (1 byte).
+// Index 0xFF holds the SliceID as a back-pointer for crash recovery. Because
+// one Put owns a contiguous key range no other writer touches, large Puts
+// build sstables themselves and ingest them: they land in the bottom level
+// without overlapping anything, so shards are written once (write
+// amplification ~1) instead of WAL + flush + compactions.
+package slicestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"iter"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/sstable/block"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// HeaderIndex is the shard index under which a slice's SliceID is kept.
+const HeaderIndex = 0xFF
+
+// FormatMajorVersion is the Pebble format both keyspaces are created with.
+const FormatMajorVersion = pebble.FormatValueSeparation
+
+const (
+	// batchLimit is the size up to which a Writer keeps shards in memory and
+	// commits them as one synced batch; larger Puts go through sstables.
+	batchLimit = 4 << 20
+	// tableLimit is the size at which a Writer ingests the sstable it is
+	// building and starts a new one.
+	tableLimit = 64 << 20
+)
+
+// Location names a slice's shards: its session and counter.
+type Location struct {
+	Session [16]byte
+	Ctr     uint64
+}
+
+// Key returns the key of shard idx of the slice at l.
+func (l Location) Key(idx int) []byte {
+	k := make([]byte, 0, 25)
+	k = append(k, l.Session[:]...)
+	k = binary.BigEndian.AppendUint64(k, l.Ctr)
+	return append(k, byte(idx))
+}
+
+// Store is the Pebble slice keyspace.
+type Store struct {
+	db   *pebble.DB
+	opts *pebble.Options
+	dir  string
+	seq  atomic.Uint64 // names temporary sstables
+}
+
+// Open opens or creates the slice keyspace in dir.
+func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Store, error) {
+	opts := &pebble.Options{
+		FS:                          fs,
+		FormatMajorVersion:          FormatMajorVersion,
+		Logger:                      logger,
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       24,
+		MaxOpenFiles:                256,
+	}
+	// Shards are ciphertext: block compression only costs CPU.
+	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
+	for i := range opts.TargetFileSizes {
+		opts.TargetFileSizes[i] = 64 << 20
+	}
+	opts.EnsureDefaults()
+	if err := fs.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		return nil, err
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, opts: opts, dir: dir}
+	s.cleanTmp()
+	return s, nil
+}
+
+// cleanTmp removes sstables left unfinished by a crash.
+func (s *Store) cleanTmp() {
+	tmp := filepath.Join(s.dir, "tmp")
+	names, _ := s.opts.FS.List(tmp)
+	for _, n := range names {
+		_ = s.opts.FS.Remove(filepath.Join(tmp, n))
+	}
+}
+
+// Close closes the keyspace.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the Pebble instance for metrics and tests.
+func (s *Store) DB() *pebble.DB { return s.db }
+
+// Get reads n shards of the slice at l; a missing shard is nil. The shards
+// are copies the caller owns.
+func (s *Store) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: l.Key(0), UpperBound: l.Key(n)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	shards := make([][]byte, n)
+	prefix := l.Key(0)[:24]
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 25 || !bytes.Equal(k[:24], prefix) || int(k[24]) >= n {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			continue // an unreadable shard counts as missing; parity covers it
+		}
+		shards[k[24]] = bytes.Clone(v)
+	}
+	return shards, it.Error()
+}
+
+// PutShard rewrites one shard durably (repair).
+func (s *Store) PutShard(l Location, idx int, shard []byte) error {
+	return s.db.Set(l.Key(idx), shard, pebble.Sync)
+}
+
+// Delete removes the shards and header of every slice in locs, durably.
+func (s *Store) Delete(locs []Location) error {
+	if len(locs) == 0 {
+		return nil
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, l := range locs {
+		if err := b.DeleteRange(l.Key(0), next(l).Key(0), nil); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// DeletePut removes every shard of put number put of session sid, durably.
+func (s *Store) DeletePut(sid [16]byte, put uint64) error {
+	lo := Location{Session: sid, Ctr: put << 32}
+	hi := Location{Session: sid, Ctr: (put + 1) << 32}
+	return s.db.DeleteRange(lo.Key(0), hi.Key(0), pebble.Sync)
+}
+
+func next(l Location) Location { return Location{Session: l.Session, Ctr: l.Ctr + 1} }
+
+// Headers yields the (counter, SliceID) back-pointers of every slice written
+// in session sid, in counter order.
+func (s *Store) Headers(sid [16]byte) iter.Seq2[Location, [64]byte] {
+	return func(yield func(Location, [64]byte) bool) {
+		lo := Location{Session: sid}
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo.Key(0), UpperBound: endOfSession(sid)})
+		if err != nil {
+			return
+		}
+		defer it.Close()
+		for valid := it.First(); valid; {
+			k := it.Key()
+			l := Location{Session: sid, Ctr: binary.BigEndian.Uint64(k[16:24])}
+			if k[24] != HeaderIndex {
+				valid = it.SeekGE(l.Key(HeaderIndex))
+				continue
+			}
+			var id [64]byte
+			if v, err := it.ValueAndErr(); err == nil && len(v) == 64 {
+				copy(id[:], v)
+				if !yield(l, id) {
+					return
+				}
+			}
+			valid = it.SeekGE(next(l).Key(0))
+		}
+	}
+}
+
+func endOfSession(sid [16]byte) []byte {
+	end := append([]byte(nil), sid[:]...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+		end = end[:i]
+	}
+	return []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+}
+
+// Writer collects the shards of one Put, in ascending key order, and makes
+// them durable: small Puts as one synced batch, large ones as sstables that
+// are ingested as they fill.
+type Writer struct {
+	s       *Store
+	pending [][2][]byte // key, value; in key order
+	size    int
+	table   *sstable.Writer
+	path    string
+	lastKey []byte
+}
+
+// NewWriter starts a Writer.
+func (s *Store) NewWriter() *Writer { return &Writer{s: s} }
+
+// Add appends the shards and header of the slice at l. Locations must
+// increase from call to call. It returns true when everything added so far
+// (this slice included) has become durable, so the caller may publish it.
+func (w *Writer) Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (bool, error) {
+	for i, sh := range shards {
+		if err := w.set(l.Key(i), sh); err != nil {
+			return false, err
+		}
+	}
+	if err := w.set(l.Key(HeaderIndex), id[:]); err != nil {
+		return false, err
+	}
+	if w.table == nil && w.size > batchLimit {
+		if err := w.startTable(); err != nil {
+			return false, err
+		}
+	}
+	if w.table != nil && w.table.Raw().EstimatedSize() >= tableLimit {
+		return true, w.ingest(ctx)
+	}
+	return false, nil
+}
+
+func (w *Writer) set(k, v []byte) error {
+	if w.lastKey != nil && bytes.Compare(k, w.lastKey) <= 0 {
+		return errors.New("slicestore: keys out of order")
+	}
+	w.lastKey = k
+	if w.table != nil {
+		return w.table.Set(k, v)
+	}
+	w.pending = append(w.pending, [2][]byte{k, v})
+	w.size += len(k) + len(v)
+	return nil
+}
+
+func (w *Writer) startTable() error {
+	w.path = filepath.Join(w.s.dir, "tmp", fmt.Sprintf("%d.sst", w.s.seq.Add(1)))
+	f, err := w.s.opts.FS.Create(w.path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	wo := w.s.opts.MakeWriterOptions(6, w.s.db.FormatMajorVersion().MaxTableFormat())
+	wo.Compression = block.NoCompression
+	w.table = sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo)
+	for _, kv := range w.pending {
+		if err := w.table.Set(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	w.pending, w.size = nil, 0
+	return nil
+}
+
+// ingest finishes (and syncs) the current sstable and ingests it.
+func (w *Writer) ingest(ctx context.Context) error {
+	t := w.table
+	w.table = nil
+	if err := t.Close(); err != nil {
+		return err
+	}
+	return w.s.db.Ingest(ctx, []string{w.path})
+}
+
+// Flush makes everything added durable.
+func (w *Writer) Flush(ctx context.Context) error {
+	if w.table != nil {
+		return w.ingest(ctx)
+	}
+	if len(w.pending) == 0 {
+		return nil
+	}
+	b := w.s.db.NewBatch()
+	defer b.Close()
+	for _, kv := range w.pending {
+		if err := b.Set(kv[0], kv[1], nil); err != nil {
+			return err
+		}
+	}
+	w.pending, w.size = nil, 0
+	return b.Commit(pebble.Sync)
+}
+
+// Abort drops whatever has not been made durable. Shards already ingested
+// stay; the caller removes them with DeletePut.
+func (w *Writer) Abort() {
+	if w.table != nil {
+		_ = w.table.Close()
+		_ = w.s.opts.FS.Remove(w.path)
+		w.table = nil
+	}
+	w.pending, w.size = nil, 0
+}

@@ -1,0 +1,381 @@
+// Package kv is sealkv: an embeddable store that keeps blobs deduplicated,
+// post-quantum encrypted, erasure coded and crash safe in two Pebble
+// keyspaces.
+//
+// A ClearText given to Put is cut into content-defined Slices by a keyed
+// chunker, each Slice is named by its keyed BLAKE3-512 SliceID and stored
+// once: compressed, sealed with AES-256-GCM under a one-time key derived from
+// an ML-KEM-1024 session, and split into k data + m parity Reed-Solomon
+// Shards. Names (Data), their versions (ContentMeta) and the references from
+// versions to slices live in the meta keyspace; shards live in the slice
+// keyspace. See DESIGN.md for the construction and SECURITY.md for what it
+// protects against.
+package kv
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/sealkv/kv/internal/chunker"
+	"github.com/sealkv/kv/internal/erasure"
+	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/seal"
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// Errors returned by DB methods. Test for them with errors.Is; the returned
+// errors wrap them with the details (key, SliceID, cause).
+var (
+	// ErrNotFound: the key, version or parent does not exist.
+	ErrNotFound = errors.New("sealkv: not found")
+	// ErrHasChildren: Delete of a Data that is the parent of other Data.
+	ErrHasChildren = errors.New("sealkv: data has children")
+	// ErrHasVersions: Delete of a Data that still has older versions.
+	ErrHasVersions = errors.New("sealkv: data has older versions")
+	// ErrWriteOnly: a read through a DB opened with write-only Keys.
+	ErrWriteOnly = errors.New("sealkv: keys are write-only")
+	// ErrWrongKeys: the Keys do not belong to the store.
+	ErrWrongKeys = errors.New("sealkv: wrong keys for this store")
+	// ErrInvalidKey: a Data key that is empty, longer than 4096 bytes, not
+	// valid UTF-8 or contains NUL.
+	ErrInvalidKey = errors.New("sealkv: invalid key")
+	// ErrCorrupt: stored bytes failed verification and could not be
+	// repaired; the message names the slice or record.
+	ErrCorrupt = errors.New("sealkv: corrupt")
+	// ErrClosed: the DB (or the Reader's DB) has been closed.
+	ErrClosed = errors.New("sealkv: closed")
+	// ErrInvalidOptions: Options that cannot be used (see the message).
+	ErrInvalidOptions = errors.New("sealkv: invalid options")
+	// ErrLocked: another process (or DB value) has the store open.
+	ErrLocked = errors.New("sealkv: store is locked by another process")
+)
+
+// Compression selects what Put does to a Slice before sealing it.
+type Compression int
+
+const (
+	// CompressionZstd compresses with zstd at its fastest level and keeps the
+	// result only when it is smaller. It is the default.
+	CompressionZstd Compression = iota
+	// CompressionNone stores slices as they are.
+	CompressionNone
+)
+
+// NoParity as Options.ParityShards stores slices without parity shards.
+const NoParity = -1
+
+// Defaults for Options fields left zero.
+const (
+	DefaultDataShards   = 8
+	DefaultParityShards = 2
+)
+
+// Options configure Open. Only Keys is required.
+type Options struct {
+	// Keys of the store. Required. Write-only Keys can Put but not read.
+	Keys *Keys
+
+	// MinSliceSize, AvgSliceSize and MaxSliceSize bound the chunker (defaults
+	// 64 KiB, 230 KiB, 1 MiB). They are fixed when the store is created,
+	// since dedup depends on them: reopening with other non-zero values is
+	// an error, zero means "what the store has".
+	MinSliceSize, AvgSliceSize, MaxSliceSize int
+
+	// DataShards (k) and ParityShards (m) of new slices; defaults 8 and 2.
+	// Use NoParity for m = 0. Each slice records its own layout, so changing
+	// them affects new slices only.
+	DataShards, ParityShards int
+
+	// Compression of new slices; CompressionZstd by default.
+	Compression Compression
+
+	// Concurrency is the number of slices sealed in parallel by one Put;
+	// GOMAXPROCS by default.
+	Concurrency int
+
+	// Logger receives recovery and storage-engine messages; slog.Default()
+	// if nil.
+	Logger *slog.Logger
+
+	fs vfs.FS // tests: in-memory or crashable file systems
+}
+
+// resolved is Options after defaults, checked.
+func (o *Options) resolve() (Options, error) {
+	if o == nil || o.Keys == nil || o.Keys.pk == nil {
+		return Options{}, fmt.Errorf("%w: Keys are required", ErrInvalidOptions)
+	}
+	r := *o
+	if r.DataShards == 0 {
+		r.DataShards = DefaultDataShards
+	}
+	switch {
+	case r.ParityShards == 0:
+		r.ParityShards = DefaultParityShards
+	case r.ParityShards == NoParity:
+		r.ParityShards = 0
+	case r.ParityShards < 0:
+		return Options{}, fmt.Errorf("%w: ParityShards %d (use NoParity for none)", ErrInvalidOptions, r.ParityShards)
+	}
+	if _, err := erasure.New(r.DataShards, r.ParityShards); err != nil {
+		return Options{}, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+	}
+	if r.Compression != CompressionZstd && r.Compression != CompressionNone {
+		return Options{}, fmt.Errorf("%w: unknown Compression %d", ErrInvalidOptions, r.Compression)
+	}
+	if r.Concurrency < 0 {
+		return Options{}, fmt.Errorf("%w: negative Concurrency", ErrInvalidOptions)
+	}
+	if r.Concurrency == 0 {
+		r.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	if r.fs == nil {
+		r.fs = vfs.Default
+	}
+	return r, nil
+}
+
+// DB is an open store. All methods are safe for concurrent use.
+type DB struct {
+	opts    Options
+	keys    *Keys
+	meta    *pebble.DB
+	slices  *slicestore.Store
+	chunker *chunker.Chunker
+	idKey   []byte // keys the SliceID hash
+	cidKey  []byte // keys the ContentID hash
+
+	session *seal.Session // this DB's writer session
+	puts    atomic.Uint64 // put numbers within session
+	opened  sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
+
+	// closeMu is held shared by every call (and Reader read) and exclusively
+	// by Close, so Close waits for calls in flight.
+	closeMu sync.RWMutex
+	closed  bool
+
+	// mu serializes every change to the meta keyspace, so checks and the
+	// batches that act on them cannot interleave (invariant I5).
+	mu      sync.Mutex
+	stats   record.Stats
+	intents uint64            // last delete intent number
+	pins    map[[64]byte]*pin // slices a Put in flight will reference
+}
+
+// pin counts the in-flight Puts about to reference a slice.
+type pin struct {
+	n    int
+	keys map[string]int
+}
+
+// Open opens the store in dir, creating it if dir holds none. It recovers
+// from an earlier crash before returning: unfinished Puts are rolled back and
+// unfinished Deletes completed.
+func Open(dir string, opts *Options) (*DB, error) {
+	o, err := opts.resolve()
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}}
+	db.idKey, db.cidKey = o.Keys.derive("slice id"), o.Keys.derive("content id")
+	if err := db.openKeyspaces(dir); err != nil {
+		return nil, err
+	}
+	if err := db.start(); err != nil {
+		db.closeKeyspaces()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) openKeyspaces(dir string) error {
+	fs := db.opts.fs
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("sealkv: %w", err)
+	}
+	logger := pebbleLogger{db.opts.Logger}
+	mopts := &pebble.Options{FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger}
+	var err error
+	if db.meta, err = pebble.Open(filepath.Join(dir, "meta"), mopts); err != nil {
+		return openError(err)
+	}
+	if db.slices, err = slicestore.Open(filepath.Join(dir, "slices"), fs, logger); err != nil {
+		db.meta.Close()
+		return openError(err)
+	}
+	return nil
+}
+
+func openError(err error) error {
+	if strings.Contains(err.Error(), "lock") {
+		return fmt.Errorf("%w: %v", ErrLocked, err)
+	}
+	return fmt.Errorf("sealkv: opening store: %w", err)
+}
+
+func (db *DB) closeKeyspaces() {
+	db.slices.Close()
+	db.meta.Close()
+}
+
+// start checks the keys against the store (or creates it), recovers and
+// begins this DB's writer session.
+func (db *DB) start() error {
+	cfg, err := db.config()
+	if err != nil {
+		return err
+	}
+	c, err := chunker.New([32]byte(db.keys.derive("chunker")), chunker.Params{Min: int(cfg.Min), Avg: int(cfg.Avg), Max: int(cfg.Max)})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	db.chunker = c
+	if err := db.loadStats(); err != nil {
+		return err
+	}
+	if err := db.recover(); err != nil {
+		return fmt.Errorf("sealkv: recovery: %w", err)
+	}
+	return db.beginSession()
+}
+
+// config reads the store's Config, creating it for a new store. Wrong keys
+// or different chunker parameters change nothing.
+func (db *DB) config() (*record.Config, error) {
+	want := chunker.DefaultParams()
+	for _, f := range []struct {
+		opt int
+		dst *int
+	}{{db.opts.MinSliceSize, &want.Min}, {db.opts.AvgSliceSize, &want.Avg}, {db.opts.MaxSliceSize, &want.Max}} {
+		if f.opt != 0 {
+			*f.dst = f.opt
+		}
+	}
+	v, closer, err := db.meta.Get(record.ConfigKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		if err := want.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+		}
+		cfg := &record.Config{Fingerprint: db.keys.Fingerprint(), Min: int64(want.Min), Avg: int64(want.Avg), Max: int64(want.Max), Created: now().UnixNano()}
+		return cfg, db.meta.Set(record.ConfigKey, cfg.Encode(), pebble.Sync)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := record.DecodeConfig(v)
+	closer.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: store config: %v", ErrCorrupt, err)
+	}
+	if cfg.Fingerprint != db.keys.Fingerprint() {
+		return nil, ErrWrongKeys
+	}
+	o := db.opts
+	if (o.MinSliceSize != 0 && int64(o.MinSliceSize) != cfg.Min) || (o.AvgSliceSize != 0 && int64(o.AvgSliceSize) != cfg.Avg) || (o.MaxSliceSize != 0 && int64(o.MaxSliceSize) != cfg.Max) {
+		return nil, fmt.Errorf("%w: slice sizes differ from the store's %d/%d/%d (they are fixed at creation; leave them zero)", ErrInvalidOptions, cfg.Min, cfg.Avg, cfg.Max)
+	}
+	return cfg, nil
+}
+
+func (db *DB) loadStats() error {
+	v, closer, err := db.meta.Get(record.StatsKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	s, err := record.DecodeStats(v)
+	if err != nil {
+		return fmt.Errorf("%w: stats: %v", ErrCorrupt, err)
+	}
+	db.stats = *s
+	return nil
+}
+
+// Close waits for calls in flight, marks the session clean and closes both
+// keyspaces. Calls after Close return ErrClosed.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	defer db.closeMu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	db.closed = true
+	err := db.meta.Delete(record.UncleanKey(db.session.ID), pebble.Sync)
+	err = errors.Join(err, db.slices.Close(), db.meta.Close())
+	if err != nil {
+		return fmt.Errorf("sealkv: close: %w", err)
+	}
+	return nil
+}
+
+// enter admits a call; the returned function ends it.
+func (db *DB) enter() (func(), error) {
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	return db.closeMu.RUnlock, nil
+}
+
+// Stats are the store's totals.
+type Stats struct {
+	// Data is the number of live Data entries.
+	Data int64
+	// Versions is the number of ContentMetas, current and older.
+	Versions int64
+	// Slices is the number of unique live slices.
+	Slices int64
+	// LogicalBytes is OriginalSize summed over every version of every Data.
+	LogicalBytes int64
+	// UniqueBytes is OriginalSize summed over unique slices.
+	UniqueBytes int64
+	// StoredBytes is the size of all live shards, parity and checksums
+	// included.
+	StoredBytes int64
+}
+
+// Stats returns the store's totals. It is cheap: the totals are kept up to
+// date in the same batches as the changes they count.
+func (db *DB) Stats() Stats {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	s := db.stats
+	return Stats{Data: s.Data, Versions: s.Versions, Slices: s.Slices, LogicalBytes: s.LogicalBytes, UniqueBytes: s.UniqueBytes, StoredBytes: s.StoredBytes}
+}
+
+// pebbleLogger routes Pebble's messages to slog. Pebble calls Fatalf on
+// failures it cannot continue from (a failed WAL sync); the host service
+// must not be killed silently, so it is logged at error level and then
+// panics, which the Pebble goroutine turns into a crash the operator sees
+// in the log with the cause.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "component", "pebble", "fatal", true)
+	panic("sealkv: storage engine failure: " + msg)
+}

@@ -1,0 +1,512 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/zeebo/blake3"
+
+	"github.com/sealkv/kv/internal/erasure"
+	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/seal"
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// chunkRefs is how many slices one manifest chunk lists. It also bounds how
+// long a Put pins slices in memory before their references are written.
+const chunkRefs = 1024
+
+// Put stores the ClearText read from r under key and returns the Data with
+// its new current version. r is streamed: memory use does not depend on its
+// length. Content equal to the current version adds no version.
+//
+// If ctx is cancelled or r fails, Put returns that error (errors.Is-able)
+// and leaves nothing behind. When Put returns nil the new version is
+// durable.
+func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (*Data, error) {
+	done, err := db.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var po putOptions
+	for _, o := range opts {
+		o(&po)
+	}
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if po.parent != "" {
+		if err := checkKey(po.parent); err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
+		}
+		if po.parent == key {
+			return nil, fmt.Errorf("%w: %q cannot be its own parent", ErrInvalidKey, key)
+		}
+		if _, err := getData(db.meta, po.parent); err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
+		}
+	}
+	p := db.newPut(key)
+	c, err := p.run(ctx, r)
+	if err == nil {
+		var d *Data
+		if d, err = db.commitPut(p, c, po); err == nil {
+			return d, nil
+		}
+	}
+	return nil, errors.Join(err, p.abort())
+}
+
+// put is one Put in flight.
+type put struct {
+	db       *DB
+	key      string
+	num      uint64 // put number within the session
+	manifest record.ManifestID
+	coder    *erasure.Coder
+
+	// guarded by db.mu
+	pins  map[SliceID]int       // pins taken and not yet released
+	local map[SliceID]*newSlice // slices this Put seals, until published
+	wrote bool                  // manifest record written
+
+	// writer side (the goroutine running Put)
+	w       *slicestore.Writer
+	pending []*job // added to w, not yet published
+	chunk   []record.SliceRef
+	start   int64 // ClearText offset of chunk[0]
+	off     int64
+}
+
+// newSlice lets a job that found its slice being sealed by an earlier job of
+// the same Put wait for the stored size.
+type newSlice struct {
+	ready  chan struct{}
+	stored int64
+	err    error
+}
+
+// job is one slice moving through the pipeline.
+type job struct {
+	seq    uint64
+	data   []byte
+	done   chan struct{}
+	id     SliceID
+	local  *newSlice     // set when an earlier job seals the same slice
+	rec    *record.Slice // set when this job sealed a new slice
+	own    *newSlice     // this job's announcement for later duplicates
+	shards [][]byte
+	stored int64
+	err    error
+}
+
+// content is what run learned about the ClearText.
+type content struct {
+	id           ContentID
+	size, stored int64
+	slices       int64
+}
+
+func (db *DB) newPut(key string) *put {
+	num := db.puts.Add(1)
+	coder, _ := erasure.New(db.opts.DataShards, db.opts.ParityShards) // checked in Open
+	return &put{
+		db: db, key: key, num: num, coder: coder,
+		manifest: record.NewManifestID(db.session.ID, num),
+		pins:     map[SliceID]int{},
+		local:    map[SliceID]*newSlice{},
+		w:        db.slices.NewWriter(),
+	}
+}
+
+// run streams r through chunker, workers and the ordered writer.
+func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	n := p.db.opts.Concurrency
+	work := make(chan *job, n)
+	order := make(chan *job, 2*n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for j := range work {
+				p.process(j)
+				close(j.done)
+			}
+		})
+	}
+	hash := make(chan []byte, 2)
+	var cid ContentID
+	var hwg sync.WaitGroup
+	hwg.Go(func() { cid = p.db.contentHash(hash) })
+	var readErr error
+	go func() {
+		readErr = p.cut(ctx, r, work, order, hash)
+		close(work)
+		close(order)
+		close(hash)
+		if readErr != nil {
+			cancel(readErr)
+		}
+	}()
+	c, err := p.write(ctx, order)
+	if err != nil {
+		cancel(err)
+	}
+	for range order { // drain so the cutter can finish
+	}
+	wg.Wait()
+	hwg.Wait()
+	if err == nil && readErr != nil {
+		err = readErr
+	}
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.id = cid
+	return c, nil
+}
+
+// contentHash computes the ContentID of the pieces sent on in.
+func (db *DB) contentHash(in <-chan []byte) ContentID {
+	h, _ := blake3.NewKeyed(db.cidKey)
+	for b := range in {
+		h.Write(b)
+	}
+	var id ContentID
+	h.Digest().Read(id[:])
+	return id
+}
+
+// cut reads r, cuts it into slices and hands them out in order.
+func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, hash chan<- []byte) error {
+	max := p.db.chunker.Params().Max
+	buf := make([]byte, 0, 2*max)
+	eof := false
+	var seq uint64
+	for {
+		for !eof && len(buf) < max {
+			n, err := r.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err == io.EOF {
+				eof = true
+			} else if err != nil {
+				return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
+			}
+			if err := ctx.Err(); err != nil {
+				return context.Cause(ctx)
+			}
+		}
+		n := p.db.chunker.Cut(buf, eof)
+		if n == 0 {
+			if eof {
+				return nil
+			}
+			continue
+		}
+		if seq > math.MaxUint32 {
+			return fmt.Errorf("sealkv: %q has more than 2^32 slices", p.key)
+		}
+		data := make([]byte, n)
+		copy(data, buf[:n])
+		hash <- data
+		j := &job{seq: seq, data: data, done: make(chan struct{})}
+		seq++
+		select {
+		case order <- j:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		select {
+		case work <- j:
+		case <-ctx.Done():
+			close(j.done)
+			return context.Cause(ctx)
+		}
+		buf = buf[:copy(buf, buf[n:])]
+	}
+}
+
+// process names a slice and, unless it is stored already, seals and encodes
+// it. It runs on a worker.
+func (p *put) process(j *job) {
+	j.id = p.db.sliceID(j.data)
+	stored, err := p.claim(j)
+	if err != nil || stored >= 0 || j.local != nil {
+		j.stored, j.err = stored, err
+		return
+	}
+	defer close(j.own.ready)
+	if err := p.seal(j); err != nil {
+		j.err, j.own.err = err, err
+		return
+	}
+	j.own.stored = j.stored
+}
+
+// claim pins j's slice and decides whether it must be sealed. It returns the
+// stored size of an existing slice, or -1 when j is to seal it (j.own set)
+// or waits for an earlier job of this Put (j.local set).
+func (p *put) claim(j *job) (int64, error) {
+	db := p.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	rec, err := db.sliceRecord(&j.id)
+	if err != nil {
+		return 0, err
+	}
+	db.pinLocked(j.id, p.key)
+	p.pins[j.id]++
+	if rec != nil && !rec.Bad {
+		return storedSize(rec), nil
+	}
+	if ns := p.local[j.id]; ns != nil {
+		j.local = ns
+		return -1, nil
+	}
+	j.own = &newSlice{ready: make(chan struct{})}
+	p.local[j.id] = j.own
+	return -1, nil
+}
+
+// seal compresses, seals and erasure codes j's slice.
+func (p *put) seal(j *job) error {
+	body, flags := j.data, byte(0)
+	if p.db.opts.Compression == CompressionZstd {
+		var ok bool
+		if body, ok = compress(j.data); ok {
+			flags |= seal.FlagCompressed
+		}
+	}
+	ctr := p.num<<32 | j.seq
+	sealed, commit := p.db.session.Seal(nil, body, (*[64]byte)(&j.id), ctr, flags)
+	shards, err := p.coder.Encode(j.id[:], sealed)
+	if err != nil {
+		return err
+	}
+	j.shards = shards
+	j.rec = &record.Slice{Session: p.db.session.ID, Ctr: ctr, Commit: commit, Flags: flags, OriginalSize: int64(len(j.data)), SealedSize: int64(len(sealed)), K: p.db.opts.DataShards, M: p.db.opts.ParityShards}
+	j.stored = storedSize(j.rec)
+	return nil
+}
+
+func storedSize(r *record.Slice) int64 {
+	c, err := erasure.New(r.K, r.M)
+	if err != nil {
+		return 0
+	}
+	return c.StoredSize(int(r.SealedSize))
+}
+
+// write consumes jobs in order: it lists each slice in the manifest, hands
+// new shards to the slice keyspace and publishes them once durable.
+func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
+	c := &content{}
+	for j := range order {
+		<-j.done
+		if j.err != nil {
+			return nil, j.err
+		}
+		if j.local != nil {
+			<-j.local.ready
+			if j.local.err != nil {
+				return nil, j.local.err
+			}
+			j.stored = j.local.stored
+		}
+		c.size += int64(len(j.data))
+		c.stored += j.stored
+		c.slices++
+		if err := p.list(j); err != nil {
+			return nil, err
+		}
+		if j.rec != nil {
+			if err := p.add(ctx, j); err != nil {
+				return nil, err
+			}
+		}
+		j.data, j.shards = nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx)
+	}
+	if err := p.w.Flush(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.publish(); err != nil {
+		return nil, err
+	}
+	return c, p.writeChunk()
+}
+
+// list appends j's slice to the manifest, writing a full chunk.
+func (p *put) list(j *job) error {
+	p.chunk = append(p.chunk, record.SliceRef{ID: j.id, Size: int64(len(j.data))})
+	p.off += int64(len(j.data))
+	if len(p.chunk) < chunkRefs {
+		return nil
+	}
+	return p.writeChunk()
+}
+
+// add hands a new slice's shards to the slice keyspace.
+func (p *put) add(ctx context.Context, j *job) error {
+	loc := slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr}
+	p.pending = append(p.pending, &job{id: j.id, rec: j.rec})
+	durable, err := p.w.Add(ctx, loc, (*[64]byte)(&j.id), j.shards)
+	if err != nil || !durable {
+		return err
+	}
+	return p.publish()
+}
+
+// writeChunk writes the current manifest chunk and the references it adds,
+// then releases the pins that protected those slices until now.
+func (p *put) writeChunk() error {
+	if len(p.chunk) == 0 {
+		return nil
+	}
+	db := p.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	b := db.meta.NewBatch()
+	defer b.Close()
+	if !p.wrote {
+		m := record.Manifest{Key: p.key}
+		_ = b.Set(record.ManifestKey(p.manifest), m.Encode(), nil)
+	}
+	_ = b.Set(record.ChunkKey(p.manifest, p.start), record.EncodeChunk(p.chunk), nil)
+	for i := range p.chunk {
+		_ = b.Set(record.RefKey(&p.chunk[i].ID, p.manifest), nil, nil)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("sealkv: writing manifest: %w", err)
+	}
+	p.wrote = true
+	for i := range p.chunk {
+		id := SliceID(p.chunk[i].ID)
+		db.unpinLocked(id, p.key)
+		if p.pins[id]--; p.pins[id] == 0 {
+			delete(p.pins, id)
+		}
+	}
+	p.chunk, p.start = p.chunk[:0], p.off
+	return nil
+}
+
+// publish writes the records of the slices whose shards are now durable,
+// making them visible to dedup. A slice another Put published meanwhile is
+// kept in its first form and this Put's shards of it are dropped; a slice
+// marked bad is replaced.
+func (p *put) publish() error {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	db := p.db
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	rel := db.newRelease()
+	defer rel.close()
+	for _, j := range p.pending {
+		old, err := db.sliceRecord(&j.id)
+		if err != nil {
+			return err
+		}
+		delete(p.local, j.id)
+		if old != nil && !old.Bad {
+			rel.drop(j.rec)
+			continue
+		}
+		if old != nil {
+			rel.drop(old)
+			db.stats.Slices--
+			db.stats.UniqueBytes -= old.OriginalSize
+			db.stats.StoredBytes -= storedSize(old)
+		}
+		_ = rel.b.Set(record.SliceKey((*[64]byte)(&j.id)), j.rec.Encode(), nil)
+		db.stats.Slices++
+		db.stats.UniqueBytes += j.rec.OriginalSize
+		db.stats.StoredBytes += storedSize(j.rec)
+	}
+	p.pending = p.pending[:0]
+	_, err := db.finishLocked(rel)
+	return err
+}
+
+// abort undoes whatever an unsuccessful Put wrote.
+func (p *put) abort() error {
+	p.w.Abort()
+	db := p.db
+	var locs []slicestore.Location
+	for _, j := range p.pending {
+		locs = append(locs, slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr})
+	}
+	err := db.slices.Delete(locs)
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for id, n := range p.pins {
+		for range n {
+			db.unpinLocked(id, p.key)
+		}
+	}
+	p.pins = nil
+	rel := db.newRelease()
+	defer rel.close()
+	if p.wrote {
+		err = errors.Join(err, rel.manifest(p.manifest))
+	}
+	for i := range p.chunk {
+		rel.candidate(SliceID(p.chunk[i].ID))
+	}
+	_, ferr := db.finishLocked(rel)
+	return errors.Join(err, ferr)
+}
+
+// sliceRecord reads the record of id; nil if there is none.
+func (db *DB) sliceRecord(id *SliceID) (*record.Slice, error) {
+	v, closer, err := db.meta.Get(record.SliceKey((*[64]byte)(id)))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	rec, err := record.DecodeSlice(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
+	}
+	return rec, nil
+}
+
+func (db *DB) pinLocked(id SliceID, key string) {
+	pn := db.pins[id]
+	if pn == nil {
+		pn = &pin{keys: map[string]int{}}
+		db.pins[id] = pn
+	}
+	pn.n++
+	pn.keys[key]++
+}
+
+func (db *DB) unpinLocked(id SliceID, key string) {
+	pn := db.pins[id]
+	if pn == nil {
+		return
+	}
+	if pn.keys[key]--; pn.keys[key] <= 0 {
+		delete(pn.keys, key)
+	}
+	if pn.n--; pn.n <= 0 {
+		delete(db.pins, id)
+	}
+}

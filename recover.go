@@ -1,0 +1,119 @@
+package kv
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// recover brings the store back to a state where invariants I1–I4 hold
+// after a crash: Deletes whose meta batch committed get their shards
+// removed, and every session that did not close cleanly has its unfinished
+// Puts rolled back.
+func (db *DB) recover() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.finishIntents(); err != nil {
+		return err
+	}
+	var unclean [][16]byte
+	err := db.eachKey([]byte{record.PrefixUnclean}, func(k, _ []byte) error {
+		if len(k) == 17 {
+			unclean = append(unclean, [16]byte(k[1:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, sid := range unclean {
+		if err := db.recoverSession(sid); err != nil {
+			return fmt.Errorf("session %x: %w", sid, err)
+		}
+		if err := db.meta.Delete(record.UncleanKey(sid), pebble.Sync); err != nil {
+			return err
+		}
+		db.opts.Logger.Info("sealkv: recovered unclean session", "session", fmt.Sprintf("%x", sid))
+	}
+	return nil
+}
+
+// finishIntents removes the shards named by committed delete intents.
+func (db *DB) finishIntents() error {
+	return db.eachKey([]byte{record.PrefixIntent}, func(k, v []byte) error {
+		if len(k) == 9 {
+			db.intents = max(db.intents, binary.BigEndian.Uint64(k[1:]))
+		}
+		locs, err := record.DecodeIntent(v)
+		if err != nil {
+			return fmt.Errorf("%w: intent: %v", ErrCorrupt, err)
+		}
+		sl := make([]slicestore.Location, len(locs))
+		for i, l := range locs {
+			sl[i] = slicestore.Location(l)
+		}
+		if err := db.slices.Delete(sl); err != nil {
+			return err
+		}
+		return db.meta.Delete(k, pebble.Sync)
+	})
+}
+
+// recoverSession rolls back the Puts session sid left unfinished: their
+// manifests are released, and every slice it wrote that no record points
+// to, or that nothing references, is removed.
+func (db *DB) recoverSession(sid [16]byte) error {
+	rel := db.newRelease()
+	defer rel.close()
+	prefix := append([]byte{record.PrefixManifest}, sid[:]...)
+	err := db.eachKey(prefix, func(k, v []byte) error {
+		m, err := record.DecodeManifest(v)
+		if err != nil {
+			return fmt.Errorf("%w: manifest: %v", ErrCorrupt, err)
+		}
+		if m.Version == 0 && len(k) == 1+record.ManifestIDSize {
+			return rel.manifest(record.ManifestID(k[1:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for loc, id := range db.slices.Headers(sid) {
+		sid := SliceID(id)
+		rec, err := db.sliceRecord(&sid)
+		if err != nil {
+			return err
+		}
+		if rec == nil || rec.Session != loc.Session || rec.Ctr != loc.Ctr {
+			rel.drops = append(rel.drops, loc)
+			continue
+		}
+		rel.candidate(sid)
+	}
+	_, err = db.finishLocked(rel)
+	return err
+}
+
+// eachKey calls fn for every meta key with prefix, on a snapshot.
+func (db *DB) eachKey(prefix []byte, fn func(k, v []byte) error) error {
+	it, err := db.meta.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: record.PrefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(append([]byte(nil), it.Key()...), append([]byte(nil), v...)); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}

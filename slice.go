@@ -1,0 +1,358 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sealkv/kv/internal/erasure"
+	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/seal"
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// readAhead is how many slices a sequential Reader fetches ahead.
+const readAhead = 4
+
+// readSlice returns the verified ClearText of slice id: shard checksums,
+// key commitment, GCM tag and the keyed BLAKE3 of the plaintext against id
+// are all checked. A slice that cannot be verified gives ErrCorrupt naming
+// it, and is marked bad so the next Put of the same content replaces it.
+func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
+	rec, err := db.sliceRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("%w: slice %s has no record", ErrCorrupt, id)
+	}
+	s, err := db.readSession(rec.Session)
+	if err != nil {
+		return nil, err
+	}
+	sealed, _, _, err := db.readSealed(ctx, id, rec, false)
+	if err != nil {
+		return nil, err
+	}
+	clear, err := db.openSealed(s, id, rec, sealed)
+	if err != nil {
+		db.markBad(id, rec)
+		return nil, err
+	}
+	return clear, nil
+}
+
+// readSealed reads the k data shards of a slice and, if any is missing or
+// bad, all k+m, and decodes the SealedSlice. It returns the indexes of bad
+// shards and, when repair is set, their rebuilt contents.
+func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, repair bool) ([]byte, []int, [][]byte, error) {
+	coder, err := erasure.New(rec.K, rec.M)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
+	}
+	loc := slicestore.Location{Session: rec.Session, Ctr: rec.Ctr}
+	size := coder.ShardSize(int(rec.SealedSize))
+	n := rec.K + rec.M
+	if !repair {
+		data, err := db.slices.Get(ctx, loc, rec.K)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if allGood(id, data, size) {
+			shards := append(data, make([][]byte, rec.M)...)
+			sealed, _, _, err := coder.Decode(id[:], shards, int(rec.SealedSize), false)
+			return sealed, nil, nil, err
+		}
+	}
+	shards, err := db.slices.Get(ctx, loc, n)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sealed, bad, rebuilt, err := coder.Decode(id[:], shards, int(rec.SealedSize), repair)
+	if err != nil {
+		return nil, bad, nil, fmt.Errorf("%w: slice %s: %d of %d shards bad, need %d good", ErrCorrupt, id, len(bad), n, rec.K)
+	}
+	if len(bad) > 0 && !repair {
+		db.opts.Logger.Warn("sealkv: slice read with repair from parity", "slice", id.String(), "bad_shards", bad)
+	}
+	return sealed, bad, rebuilt, nil
+}
+
+func allGood(id *SliceID, shards [][]byte, size int) bool {
+	for i, s := range shards {
+		if s == nil || !erasure.Good(id[:], i, s, size) {
+			return false
+		}
+	}
+	return true
+}
+
+// openSealed authenticates, decrypts, decompresses and checks a slice.
+func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed []byte) ([]byte, error) {
+	body, err := s.Open(nil, sealed, (*[64]byte)(id), rec.Ctr, rec.Flags, &rec.Commit)
+	if err != nil {
+		return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
+	}
+	clear := body
+	if rec.Flags&seal.FlagCompressed != 0 {
+		if clear, err = decompress(body, rec.OriginalSize); err != nil {
+			return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
+		}
+	}
+	if int64(len(clear)) != rec.OriginalSize || db.sliceID(clear) != *id {
+		return nil, fmt.Errorf("%w: slice %s: plaintext does not match its SliceID", ErrCorrupt, id)
+	}
+	return clear, nil
+}
+
+// markBad records that slice id (as described by rec) failed verification,
+// so the next Put of the same content seals it anew.
+func (db *DB) markBad(id *SliceID, rec *record.Slice) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	cur, err := db.sliceRecord(id)
+	if err != nil || cur == nil || cur.Session != rec.Session || cur.Ctr != rec.Ctr || cur.Bad {
+		return
+	}
+	cur.Bad = true
+	_ = db.meta.Set(record.SliceKey((*[64]byte)(id)), cur.Encode(), pebble.Sync)
+}
+
+// Get returns a Reader of the current version of key.
+func (db *DB) Get(ctx context.Context, key string) (*Reader, error) {
+	return db.get(ctx, key, 0)
+}
+
+// GetVersion returns a Reader of the given version of key; ErrNotFound if
+// key has no such version.
+func (db *DB) GetVersion(ctx context.Context, key string, version uint64) (*Reader, error) {
+	if version == 0 {
+		return nil, fmt.Errorf("%w: %q version 0 (versions start at 1)", ErrNotFound, key)
+	}
+	return db.get(ctx, key, version)
+}
+
+func (db *DB) get(ctx context.Context, key string, version uint64) (*Reader, error) {
+	done, err := db.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if !db.keys.CanRead() {
+		return nil, ErrWriteOnly
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d, err := getData(db.meta, key)
+	if err != nil {
+		return nil, err
+	}
+	v := &d.Versions[len(d.Versions)-1]
+	if version != 0 {
+		i := sort.Search(len(d.Versions), func(i int) bool { return d.Versions[i].Version >= version })
+		if i == len(d.Versions) || d.Versions[i].Version != version {
+			return nil, fmt.Errorf("%w: %q version %d", ErrNotFound, key, version)
+		}
+		v = &d.Versions[i]
+	}
+	return &Reader{db: db, ctx: ctx, manifest: v.Manifest, size: v.OriginalSize, cache: map[int64]*fetch{}}, nil
+}
+
+// Reader reads one version of a Data. It implements io.ReadSeekCloser and
+// io.ReaderAt, reads only the slices it needs and verifies every one. Read
+// and Seek share a position and must not be called concurrently; ReadAt may
+// be called concurrently. Reads after the DB is closed return ErrClosed.
+type Reader struct {
+	db       *DB
+	ctx      context.Context
+	manifest record.ManifestID
+	size     int64
+	pos      int64
+
+	mu     sync.Mutex
+	closed bool
+	chunk  *chunkIndex
+	cache  map[int64]*fetch // by slice start offset
+	recent []int64          // cache keys, oldest first
+}
+
+// chunkIndex is one manifest chunk with the ClearText offset of each slice.
+type chunkIndex struct {
+	start int64
+	refs  []record.SliceRef
+	offs  []int64 // offs[i] = start of refs[i]; offs[len] = end
+}
+
+// fetch is a slice being read (or read).
+type fetch struct {
+	done  chan struct{}
+	clear []byte
+	err   error
+}
+
+// Size is the length of the ClearText.
+func (r *Reader) Size() int64 { return r.size }
+
+// Read reads from the current position.
+func (r *Reader) Read(p []byte) (int, error) {
+	n, err := r.ReadAt(p, r.pos)
+	r.pos += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// Seek sets the position for the next Read.
+func (r *Reader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += r.size
+	default:
+		return 0, errors.New("sealkv: Seek: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("sealkv: Seek: negative position")
+	}
+	r.pos = offset
+	return offset, nil
+}
+
+// Close releases the Reader.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed, r.cache, r.chunk = true, nil, nil
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off, or fewer with io.EOF at the end.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("sealkv: ReadAt: negative offset")
+	}
+	done, err := r.db.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	n := 0
+	for n < len(p) && off < r.size {
+		clear, start, err := r.sliceAt(off)
+		if err != nil {
+			return n, err
+		}
+		c := copy(p[n:], clear[off-start:])
+		n += c
+		off += int64(c)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// sliceAt returns the ClearText of the slice holding off and its start,
+// and starts fetching the slices after it.
+func (r *Reader) sliceAt(off int64) ([]byte, int64, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, 0, errors.New("sealkv: Reader is closed")
+	}
+	ci, err := r.chunkAt(off)
+	if err != nil {
+		r.mu.Unlock()
+		return nil, 0, err
+	}
+	i := sort.Search(len(ci.refs), func(i int) bool { return ci.offs[i+1] > off }) // slice holding off
+	f := r.start(ci, i)
+	for a := 1; a <= readAhead && i+a < len(ci.refs); a++ {
+		r.start(ci, i+a)
+	}
+	start := ci.offs[i]
+	r.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-r.ctx.Done():
+		return nil, 0, r.ctx.Err()
+	}
+	return f.clear, start, f.err
+}
+
+// start begins (or finds) the fetch of slice i of ci. r.mu is held.
+func (r *Reader) start(ci *chunkIndex, i int) *fetch {
+	off := ci.offs[i]
+	if f := r.cache[off]; f != nil {
+		return f
+	}
+	f := &fetch{done: make(chan struct{})}
+	r.cache[off] = f
+	r.recent = append(r.recent, off)
+	for len(r.recent) > 2*readAhead+2 {
+		delete(r.cache, r.recent[0])
+		r.recent = r.recent[1:]
+	}
+	id := SliceID(ci.refs[i].ID)
+	want := ci.refs[i].Size
+	go func() {
+		defer close(f.done)
+		f.clear, f.err = r.db.readSlice(r.ctx, &id)
+		if f.err == nil && int64(len(f.clear)) != want {
+			f.clear, f.err = nil, fmt.Errorf("%w: slice %s has %d bytes, manifest says %d", ErrCorrupt, id, len(f.clear), want)
+		}
+	}()
+	return f
+}
+
+// chunkAt returns the manifest chunk covering off. r.mu is held.
+func (r *Reader) chunkAt(off int64) (*chunkIndex, error) {
+	if c := r.chunk; c != nil && off >= c.start && off < c.offs[len(c.refs)] {
+		return c, nil
+	}
+	lo := record.ChunkPrefix(r.manifest)
+	it, err := r.db.meta.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: record.ChunkKey(r.manifest, off+1)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return nil, errors.Join(it.Error(), fmt.Errorf("%w: manifest %x has no chunk at %d", ErrCorrupt, r.manifest, off))
+	}
+	k := it.Key()
+	start := int64(beUint64(k[len(k)-8:]))
+	refs, err := record.DecodeChunk(it.Value())
+	if err != nil {
+		return nil, fmt.Errorf("%w: manifest %x: %v", ErrCorrupt, r.manifest, err)
+	}
+	c := &chunkIndex{start: start, refs: refs, offs: make([]int64, len(refs)+1)}
+	c.offs[0] = start
+	for i, ref := range refs {
+		c.offs[i+1] = c.offs[i] + ref.Size
+	}
+	if off >= c.offs[len(refs)] {
+		return nil, fmt.Errorf("%w: manifest %x does not cover offset %d", ErrCorrupt, r.manifest, off)
+	}
+	r.chunk = c
+	return c, nil
+}
+
+func beUint64(b []byte) uint64 {
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
