@@ -161,10 +161,14 @@ type DB struct {
 	puts    atomic.Uint64 // put numbers within session
 	opened  sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
 
-	// closeMu is held shared by every call (and Reader read) and exclusively
-	// by Close, so Close waits for calls in flight.
-	closeMu sync.RWMutex
+	// calls counts the calls (and Reader fetches) in flight; Close waits for
+	// them. Unlike a RWMutex, entering never blocks: once Close has begun,
+	// enter fails with ErrClosed, so a call waiting on its own fetches
+	// cannot deadlock with Close.
+	callsMu sync.Mutex
+	calls   int
 	closed  bool
+	idle    *sync.Cond
 
 	// mu serializes every change to the meta keyspace, so checks and the
 	// batches that act on them cannot interleave (invariant I5).
@@ -189,6 +193,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}}
+	db.idle = sync.NewCond(&db.callsMu)
 	db.idKey, db.cidKey = o.Keys.derive("slice id"), o.Keys.derive("content id")
 	if err := db.openKeyspaces(dir); err != nil {
 		return nil, err
@@ -309,12 +314,16 @@ func (db *DB) loadStats() error {
 // Close waits for calls in flight, marks the session clean and closes both
 // keyspaces. Calls after Close return ErrClosed.
 func (db *DB) Close() error {
-	db.closeMu.Lock()
-	defer db.closeMu.Unlock()
+	db.callsMu.Lock()
 	if db.closed {
+		db.callsMu.Unlock()
 		return ErrClosed
 	}
 	db.closed = true
+	for db.calls > 0 {
+		db.idle.Wait()
+	}
+	db.callsMu.Unlock()
 	err := db.meta.Delete(record.UncleanKey(db.session.ID), pebble.Sync)
 	err = errors.Join(err, db.slices.Close(), db.meta.Close())
 	if err != nil {
@@ -325,12 +334,21 @@ func (db *DB) Close() error {
 
 // enter admits a call; the returned function ends it.
 func (db *DB) enter() (func(), error) {
-	db.closeMu.RLock()
+	db.callsMu.Lock()
+	defer db.callsMu.Unlock()
 	if db.closed {
-		db.closeMu.RUnlock()
 		return nil, ErrClosed
 	}
-	return db.closeMu.RUnlock, nil
+	db.calls++
+	return db.exit, nil
+}
+
+func (db *DB) exit() {
+	db.callsMu.Lock()
+	defer db.callsMu.Unlock()
+	if db.calls--; db.calls == 0 {
+		db.idle.Broadcast()
+	}
 }
 
 // Stats are the store's totals.

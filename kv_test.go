@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -110,5 +114,411 @@ func TestReadAtSeek(t *testing.T) {
 		if m != want || !bytes.Equal(q[:m], p[:got]) {
 			t.Fatalf("Seek+Read at %d: %d bytes, want %d", off, m, want)
 		}
+	}
+}
+
+func TestDedup100MiB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 MiB")
+	}
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t)})
+	b := randBytes(100 << 20)
+	mustPut(t, db, "a", b)
+	before := db.Stats()
+	mustPut(t, db, "b", b)
+	after := db.Stats()
+	if grow := after.StoredBytes - before.StoredBytes; grow*100 >= before.StoredBytes {
+		t.Fatalf("second copy added %d stored bytes (>= 1%% of %d)", grow, before.StoredBytes)
+	}
+	if after.LogicalBytes != 2*int64(len(b)) || after.UniqueBytes != int64(len(b)) {
+		t.Fatalf("stats %+v", after)
+	}
+	if !bytes.Equal(get(t, db, "b"), b) {
+		t.Fatal("b differs")
+	}
+	checkInvariants(t, db)
+}
+
+func TestVersions(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	v := [][]byte{randBytes(50 << 10), randBytes(70 << 10), randBytes(10)}
+	for i, b := range v {
+		d := mustPut(t, db, "k", b)
+		if d.Content.Version != uint64(i+1) || len(d.Versions) != i {
+			t.Fatalf("put %d: version %d with %d older", i, d.Content.Version, len(d.Versions))
+		}
+	}
+	d := mustPut(t, db, "k", v[2]) // same as current: no new version
+	if d.Content.Version != 3 || len(d.Versions) != 2 {
+		t.Fatalf("idempotent put made version %d", d.Content.Version)
+	}
+	for i, b := range v {
+		r, err := db.GetVersion(ctx, "k", uint64(i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(r)
+		if !bytes.Equal(got, b) {
+			t.Fatalf("version %d differs", i+1)
+		}
+	}
+	for _, bad := range []uint64{0, 4, 100} {
+		if _, err := db.GetVersion(ctx, "k", bad); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("GetVersion %d: %v", bad, err)
+		}
+	}
+	if _, err := db.PruneVersions(ctx, "k", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.GetVersion(ctx, "k", 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pruned version 1: %v", err)
+	}
+	d = mustPut(t, db, "k", v[0])
+	if d.Content.Version != 4 || len(d.Versions) != 2 || d.Versions[0].Version != 2 {
+		t.Fatalf("after prune: version %d, older %v", d.Content.Version, d.Versions)
+	}
+	checkInvariants(t, db)
+}
+
+func TestChildrenAndList(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	if _, err := db.Put(ctx, "c", bytes.NewReader(nil), WithParent("nope")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing parent: %v", err)
+	}
+	if _, err := db.Put(ctx, "p", bytes.NewReader(nil), WithParent("p")); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("own parent: %v", err)
+	}
+	mustPut(t, db, "p", nil)
+	mustPut(t, db, "p/b", []byte("b"), WithParent("p"))
+	mustPut(t, db, "p/a", []byte("a"), WithParent("p"))
+	mustPut(t, db, "q", []byte("q"))
+	if got := collect(t, db.Children(ctx, "p")); !equal(got, []string{"p/a", "p/b"}) {
+		t.Fatalf("children %v", got)
+	}
+	if got := collect(t, db.List(ctx, "p")); !equal(got, []string{"p", "p/a", "p/b"}) {
+		t.Fatalf("list p %v", got)
+	}
+	if got := collect(t, db.List(ctx, "")); !equal(got, []string{"p", "p/a", "p/b", "q"}) {
+		t.Fatalf("list all %v", got)
+	}
+	for _, err := range db.Children(ctx, "zz") {
+		if !errors.Is(err, ErrNotFound) {
+			t.Fatalf("children of missing: %v", err)
+		}
+	}
+	if d, _ := db.Stat(ctx, "p/a"); d.Parent != "p" {
+		t.Fatalf("parent %q", d.Parent)
+	}
+	checkInvariants(t, db)
+}
+
+func collect(t *testing.T, seq func(func(string, error) bool)) []string {
+	t.Helper()
+	var out []string
+	for k, err := range seq {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+func equal(a, b []string) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
+
+func TestDeleteRefusals(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "p", randBytes(20<<10))
+	mustPut(t, db, "c", randBytes(20<<10), WithParent("p"))
+	mustPut(t, db, "v", randBytes(20<<10))
+	mustPut(t, db, "v", randBytes(20<<10))
+	before := db.Stats()
+	for key, want := range map[string]error{"missing": ErrNotFound, "p": ErrHasChildren, "v": ErrHasVersions} {
+		rep, err := db.Delete(ctx, key)
+		if !errors.Is(err, want) || rep != nil {
+			t.Fatalf("Delete %q = %v, %v; want %v", key, rep, err, want)
+		}
+	}
+	if db.Stats() != before {
+		t.Fatal("a refused delete changed the store")
+	}
+	checkInvariants(t, db)
+	if _, err := db.PruneVersions(ctx, "v", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"c", "p", "v"} {
+		if _, err := db.Delete(ctx, k); err != nil {
+			t.Fatalf("Delete %q: %v", k, err)
+		}
+	}
+	if s := db.Stats(); s != (Stats{}) {
+		t.Fatalf("empty store has stats %+v", s)
+	}
+	checkInvariants(t, db)
+}
+
+func TestDeleteReportShared(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	shared, onlyA := randBytes(200<<10), randBytes(200<<10)
+	mustPut(t, db, "a", append(append([]byte{}, shared...), onlyA...))
+	mustPut(t, db, "b", shared)
+	rep, err := db.Delete(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Kept) == 0 || len(rep.Deleted) == 0 {
+		t.Fatalf("report: %d kept, %d deleted", len(rep.Kept), len(rep.Deleted))
+	}
+	for _, k := range rep.Kept {
+		if !equal(k.ReferencedBy, []string{"b"}) {
+			t.Fatalf("kept slice referenced by %v", k.ReferencedBy)
+		}
+	}
+	for _, id := range rep.Deleted {
+		if rec, _ := db.sliceRecord(&id); rec != nil {
+			t.Fatalf("deleted slice %s still has a record", id)
+		}
+	}
+	if !bytes.Equal(get(t, db, "b"), shared) {
+		t.Fatal("b damaged by deleting a")
+	}
+	checkInvariants(t, db)
+	rep, err = db.Delete(ctx, "b")
+	if err != nil || len(rep.Kept) != 0 || len(rep.Deleted) == 0 {
+		t.Fatalf("delete b: %v %+v", err, rep)
+	}
+	if s := db.Stats(); s.StoredBytes != 0 || s.Slices != 0 {
+		t.Fatalf("stats after deleting all: %+v", s)
+	}
+	checkInvariants(t, db)
+}
+
+func TestWriteOnly(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	full := openDB(t, dir, smallOpts(k))
+	b := randBytes(100 << 10)
+	mustPut(t, full, "a", b)
+	full.Close()
+
+	wo := k.WriteOnly()
+	enc, _ := wo.MarshalBinary()
+	if bytes.Contains(enc, k.seed) {
+		t.Fatal("write-only key file holds the decapsulation seed")
+	}
+	parsed, err := ParseKeys(enc)
+	if err != nil || parsed.CanRead() {
+		t.Fatalf("parse write-only: %v, canRead %v", err, parsed.CanRead())
+	}
+	db := openDB(t, dir, smallOpts(parsed))
+	before := db.Stats().StoredBytes
+	mustPut(t, db, "b", b) // dedups against a
+	if db.Stats().StoredBytes != before {
+		t.Fatal("write-only put of known content stored new bytes")
+	}
+	mustPut(t, db, "c", randBytes(10<<10))
+	if _, err := db.Get(ctx, "a"); !errors.Is(err, ErrWriteOnly) {
+		t.Fatalf("write-only Get: %v", err)
+	}
+	if _, err := db.GetVersion(ctx, "a", 1); !errors.Is(err, ErrWriteOnly) {
+		t.Fatalf("write-only GetVersion: %v", err)
+	}
+	db.Close()
+	full = openDB(t, dir, smallOpts(k))
+	if !bytes.Equal(get(t, full, "b"), b) {
+		t.Fatal("content put with write-only keys not readable with full keys")
+	}
+	checkInvariants(t, full)
+}
+
+func TestWrongKeys(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, smallOpts(newKeys(t)))
+	mustPut(t, db, "a", []byte("x"))
+	db.Close()
+	if _, err := Open(dir, smallOpts(newKeys(t))); !errors.Is(err, ErrWrongKeys) {
+		t.Fatalf("wrong keys: %v", err)
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	k := newKeys(t)
+	enc, err := k.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := ParseKeys(enc)
+	if err != nil || k2.Fingerprint() != k.Fingerprint() || !k2.CanRead() {
+		t.Fatalf("round trip: %v", err)
+	}
+	for i := range enc {
+		bad := bytes.Clone(enc)
+		bad[i] ^= 0x40
+		if _, err := ParseKeys(bad); !errors.Is(err, ErrInvalidKeys) {
+			t.Fatalf("flipped byte %d: %v", i, err)
+		}
+	}
+	for _, n := range []int{0, 1, 20, len(enc) - 1} {
+		if _, err := ParseKeys(enc[:n]); !errors.Is(err, ErrInvalidKeys) {
+			t.Fatalf("truncated to %d: %v", n, err)
+		}
+	}
+}
+
+func TestKeysNeverPrinted(t *testing.T) {
+	k := newKeys(t)
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("keys", "k", k, "v", *k)
+	out := fmt.Sprintf("%v %+v %#v %s %v %+v %#v", k, k, k, k, *k, *k, *k) + buf.String()
+	secrets := [][]byte{k.seed, k.secret[:]}
+	for _, s := range secrets {
+		for _, enc := range []string{string(s), hex.EncodeToString(s), fmt.Sprint(s), fmt.Sprintf("%x", s[:8])} {
+			if strings.Contains(out, enc) {
+				t.Fatalf("secret leaked in %q", out)
+			}
+		}
+	}
+	if !strings.Contains(out, "fingerprint") {
+		t.Fatalf("unexpected output %q", out)
+	}
+}
+
+func TestInvalidKey(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	for _, k := range []string{"", "a\x00b", "\xff\xfe", strings.Repeat("x", 4097)} {
+		if _, err := db.Put(ctx, k, bytes.NewReader(nil)); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("Put %.20q: %v", k, err)
+		}
+		if _, err := db.Get(ctx, k); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("Get %.20q: %v", k, err)
+		}
+		if _, err := db.Delete(ctx, k); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("Delete %.20q: %v", k, err)
+		}
+	}
+	mustPut(t, db, strings.Repeat("x", 4096), nil)
+	mustPut(t, db, "ключ/🔑", nil)
+}
+
+func TestInvalidOptions(t *testing.T) {
+	k := newKeys(t)
+	for name, o := range map[string]*Options{
+		"nil":         nil,
+		"no keys":     {},
+		"k=0 m=300":   {Keys: k, DataShards: 1, ParityShards: 300},
+		"m negative":  {Keys: k, ParityShards: -5},
+		"compression": {Keys: k, Compression: 7},
+		"min > max":   {Keys: k, MinSliceSize: 1 << 20, MaxSliceSize: 1 << 10},
+		"concurrency": {Keys: k, Concurrency: -1},
+	} {
+		if _, err := Open(t.TempDir(), o); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	dir := t.TempDir()
+	db := openDB(t, dir, smallOpts(k))
+	db.Close()
+	o := smallOpts(k)
+	o.AvgSliceSize = 8 << 10
+	if _, err := Open(dir, o); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("reopen with other slice sizes: %v", err)
+	}
+	db = openDB(t, dir, &Options{Keys: k, ParityShards: NoParity})
+	b := randBytes(50 << 10)
+	mustPut(t, db, "a", b)
+	if !bytes.Equal(get(t, db, "a"), b) {
+		t.Fatal("m=0 round trip")
+	}
+}
+
+type failingReader struct {
+	r   io.Reader
+	n   int
+	err error
+}
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, f.err
+	}
+	p = p[:min(len(p), f.n)]
+	n, err := f.r.Read(p)
+	f.n -= n
+	return n, err
+}
+
+func TestFailedPutLeavesNothing(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "keep", randBytes(30<<10))
+	before := db.Stats()
+	errBoom := errors.New("boom")
+	b := randBytes(6 << 20)
+	for _, n := range []int{0, 1, 100 << 10, 5 << 20} {
+		_, err := db.Put(ctx, "x", &failingReader{r: bytes.NewReader(b), n: n, err: errBoom})
+		if !errors.Is(err, errBoom) {
+			t.Fatalf("failing reader at %d: %v", n, err)
+		}
+		if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("failed put left data: %v", err)
+		}
+		if s := db.Stats(); s != before {
+			t.Fatalf("failed put changed stats: %+v vs %+v", s, before)
+		}
+		checkInvariants(t, db)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(b[:3<<20])
+		cancel()
+		pw.Write(b[3<<20:])
+		pw.Close()
+	}()
+	if _, err := db.Put(cctx, "x", pr); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled put: %v", err)
+	}
+	if s := db.Stats(); s != before {
+		t.Fatalf("cancelled put changed stats: %+v", s)
+	}
+	checkInvariants(t, db)
+}
+
+func TestClosed(t *testing.T) {
+	db, err := Open(t.TempDir(), smallOpts(newKeys(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, db, "a", randBytes(10<<10))
+	r, _ := db.Get(ctx, "a")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]error{}
+	_, calls["Put"] = db.Put(ctx, "b", bytes.NewReader(nil))
+	_, calls["Get"] = db.Get(ctx, "a")
+	_, calls["GetVersion"] = db.GetVersion(ctx, "a", 1)
+	_, calls["Stat"] = db.Stat(ctx, "a")
+	_, calls["Delete"] = db.Delete(ctx, "a")
+	_, calls["PruneVersions"] = db.PruneVersions(ctx, "a", 0)
+	_, calls["ReadAt"] = r.ReadAt(make([]byte, 1), 0)
+	calls["Close"] = db.Close()
+	for _, err := range db.List(ctx, "") {
+		calls["List"] = err
+	}
+	for _, err := range db.Children(ctx, "a") {
+		calls["Children"] = err
+	}
+	for name, err := range calls {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: %v", name, err)
+		}
+	}
+}
+
+func TestLocked(t *testing.T) {
+	dir := t.TempDir()
+	openDB(t, dir, smallOpts(newKeys(t)))
+	if _, err := Open(dir, smallOpts(newKeys(t))); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v", err)
 	}
 }

@@ -309,6 +309,12 @@ func (r *Reader) start(ci *chunkIndex, i int) *fetch {
 	want := ci.refs[i].Size
 	go func() {
 		defer close(f.done)
+		done, err := r.db.enter()
+		if err != nil {
+			f.err = err
+			return
+		}
+		defer done()
 		f.clear, f.err = r.db.readSlice(r.ctx, &id)
 		if f.err == nil && int64(len(f.clear)) != want {
 			f.clear, f.err = nil, fmt.Errorf("%w: slice %s has %d bytes, manifest says %d", ErrCorrupt, id, len(f.clear), want)

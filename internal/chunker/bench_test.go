@@ -125,7 +125,8 @@ var sink int
 // BenchmarkCutPrefilterRate measures Cut with other splits of the same cut
 // probability between the keyed mix pre-filter and AES: the name is the
 // pre-filter pass rate, i.e. the fraction of hashed positions that pay for an
-// AES call. "mix-only" lets the mix decide alone (AES never runs in practice).
+// AES call. "mix-only" lets the mix decide alone (AES never runs in practice);
+// "1/1" runs AES at every position.
 // The shipped rate is prefilterRate = 1/64.
 func BenchmarkCutPrefilterRate(b *testing.B) {
 	base := mustNew(b, testKey(1), DefaultParams())
@@ -134,7 +135,7 @@ func BenchmarkCutPrefilterRate(b *testing.B) {
 	for _, rc := range []struct {
 		name string
 		rate float64
-	}{{"mix-only", q}, {"1/1024", 1.0 / 1024}, {"1/256", 1.0 / 256}, {"1/64", 1.0 / 64}, {"1/16", 1.0 / 16}, {"1/4", 1.0 / 4}} {
+	}{{"mix-only", q}, {"1/1024", 1.0 / 1024}, {"1/256", 1.0 / 256}, {"1/64", 1.0 / 64}, {"1/16", 1.0 / 16}, {"1/4", 1.0 / 4}, {"1/1", 1}} {
 		b.Run(rc.name, func(b *testing.B) {
 			c := *base
 			c.t1, c.t2 = toThreshold(rc.rate), toThreshold(q/rc.rate)

@@ -1,0 +1,206 @@
+package kv
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/zeebo/blake3"
+
+	"github.com/sealkv/kv/internal/erasure"
+	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// checkInvariants asserts DESIGN.md's I1 and I2 on a quiescent store and
+// that the running totals match a recount:
+//   - every manifest of a committed version lists slices that have a record,
+//     a reference from that manifest and at least k good shards (I1);
+//   - every slice record is referenced, every reference belongs to a
+//     committed manifest, every shard in the slice keyspace belongs to a
+//     record (I2, nothing leaks);
+//   - when readable, every version's bytes hash to its ContentID.
+func checkInvariants(t testing.TB, db *DB) {
+	t.Helper()
+	if err := invariants(db); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func invariants(db *DB) error {
+	var s record.Stats
+	manifests := map[record.ManifestID]bool{}
+	refsWanted := map[string]bool{}
+	var versions []*record.Version
+	err := db.eachKey([]byte{record.PrefixData}, func(k, v []byte) error {
+		d, err := record.DecodeData(v)
+		if err != nil {
+			return err
+		}
+		s.Data++
+		for i := range d.Versions {
+			ver := &d.Versions[i]
+			s.Versions++
+			s.LogicalBytes += ver.OriginalSize
+			manifests[ver.Manifest] = true
+			versions = append(versions, ver)
+			if err := checkManifest(db, string(k[1:]), ver, refsWanted); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	records := map[SliceID]*record.Slice{}
+	err = db.eachKey([]byte{record.PrefixSlice}, func(k, v []byte) error {
+		rec, err := record.DecodeSlice(v)
+		if err != nil {
+			return err
+		}
+		records[SliceID(k[1:])] = rec
+		s.Slices++
+		s.UniqueBytes += rec.OriginalSize
+		s.StoredBytes += storedSize(rec)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	referenced := map[SliceID]bool{}
+	err = db.eachKey([]byte{record.PrefixRef}, func(k, _ []byte) error {
+		m, ok := record.RefManifest(k)
+		if !ok || !manifests[m] {
+			return fmt.Errorf("I2: reference %x from uncommitted manifest", k)
+		}
+		referenced[SliceID(k[1:65])] = true
+		delete(refsWanted, string(k))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k := range refsWanted {
+		return fmt.Errorf("I1: missing reference %x", k)
+	}
+	for id := range records {
+		if !referenced[id] {
+			return fmt.Errorf("I2: slice %s has no references", id)
+		}
+	}
+	if err := checkShards(db, records); err != nil {
+		return err
+	}
+	if got := db.stats; got != s {
+		return fmt.Errorf("stats %+v, recount %+v", got, s)
+	}
+	for _, p := range []byte{record.PrefixIntent, record.PrefixUnclean} {
+		n := 0
+		_ = db.eachKey([]byte{p}, func(k, _ []byte) error { n++; return nil })
+		if p == record.PrefixUnclean && n != 1 || p == record.PrefixIntent && n != 0 {
+			return fmt.Errorf("%d leftover %c records", n, p)
+		}
+	}
+	if db.keys.CanRead() {
+		for _, v := range versions {
+			if err := checkContent(db, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkManifest checks that the manifest of a committed version covers its
+// size and that each slice has a record; it notes the references it needs.
+func checkManifest(db *DB, key string, v *record.Version, refs map[string]bool) error {
+	var off int64
+	n := int64(0)
+	err := db.eachKey(record.ChunkPrefix(v.Manifest), func(k, val []byte) error {
+		if start := int64(binary.BigEndian.Uint64(k[len(k)-8:])); start != off {
+			return fmt.Errorf("%q v%d: chunk at %d, expected %d", key, v.Version, start, off)
+		}
+		chunk, err := record.DecodeChunk(val)
+		if err != nil {
+			return err
+		}
+		for i := range chunk {
+			id := SliceID(chunk[i].ID)
+			rec, err := db.sliceRecord(&id)
+			if err != nil || rec == nil {
+				return fmt.Errorf("I1: %q v%d: slice %s has no record (%v)", key, v.Version, id, err)
+			}
+			refs[string(record.RefKey(&chunk[i].ID, v.Manifest))] = true
+			off += chunk[i].Size
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if off != v.OriginalSize || n != v.NumSlices {
+		return fmt.Errorf("%q v%d: manifest covers %d bytes in %d slices, version says %d in %d", key, v.Version, off, n, v.OriginalSize, v.NumSlices)
+	}
+	return nil
+}
+
+// checkShards checks every record has >= k good shards and every shard or
+// header in the slice keyspace belongs to a record.
+func checkShards(db *DB, records map[SliceID]*record.Slice) error {
+	owner := map[slicestore.Location]SliceID{}
+	for id, rec := range records {
+		loc := slicestore.Location{Session: rec.Session, Ctr: rec.Ctr}
+		owner[loc] = id
+		shards, err := db.slices.Get(ctx, loc, rec.K+rec.M)
+		if err != nil {
+			return err
+		}
+		c, _ := erasure.New(rec.K, rec.M)
+		good := 0
+		for i, sh := range shards {
+			if sh != nil && erasure.Good(id[:], i, sh, c.ShardSize(int(rec.SealedSize))) {
+				good++
+			}
+		}
+		if good < rec.K {
+			return fmt.Errorf("I1: slice %s has %d good shards, needs %d", id, good, rec.K)
+		}
+	}
+	it, err := db.slices.DB().NewIter(&pebble.IterOptions{})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 25 {
+			return fmt.Errorf("I2: stray key %x in slice keyspace", k)
+		}
+		loc := slicestore.Location{Session: [16]byte(k[:16]), Ctr: binary.BigEndian.Uint64(k[16:24])}
+		if _, ok := owner[loc]; !ok {
+			return fmt.Errorf("I2: shard %x has no record", k)
+		}
+	}
+	return it.Error()
+}
+
+// checkContent reads a version back and compares its keyed hash with the
+// ContentID.
+func checkContent(db *DB, v *record.Version) error {
+	r := &Reader{db: db, ctx: ctx, manifest: v.Manifest, size: v.OriginalSize, cache: map[int64]*fetch{}}
+	h, _ := blake3.NewKeyed(db.cidKey)
+	if _, err := io.Copy(h, r); err != nil {
+		return fmt.Errorf("version %d: %w", v.Version, err)
+	}
+	var id [64]byte
+	h.Digest().Read(id[:])
+	if !bytes.Equal(id[:], v.ContentID[:]) {
+		return fmt.Errorf("version %d: bytes do not hash to ContentID", v.Version)
+	}
+	return nil
+}
