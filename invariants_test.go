@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -204,3 +205,5 @@ func checkContent(db *DB, v *record.Version) error {
 	}
 	return nil
 }
+
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))

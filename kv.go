@@ -207,8 +207,10 @@ func Open(dir string, opts *Options) (*DB, error) {
 
 func (db *DB) openKeyspaces(dir string) error {
 	fs := db.opts.fs
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("sealkv: %w", err)
+	for _, d := range []string{dir, filepath.Join(dir, "meta"), filepath.Join(dir, "slices")} {
+		if err := mkdirDurable(fs, d); err != nil {
+			return fmt.Errorf("sealkv: creating %s: %w", d, err)
+		}
 	}
 	logger := pebbleLogger{db.opts.Logger}
 	mopts := &pebble.Options{FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger}
@@ -221,6 +223,30 @@ func (db *DB) openKeyspaces(dir string) error {
 		return openError(err)
 	}
 	return nil
+}
+
+// mkdirDurable creates dir and any missing parents, syncing each parent
+// so a crash right after creating a store cannot lose the directory (and
+// with it everything later synced inside it).
+func mkdirDurable(fs vfs.FS, dir string) error {
+	dir = filepath.Clean(dir)
+	if _, err := fs.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirDurable(fs, parent); err != nil {
+			return err
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	d, err := fs.OpenDir(parent)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
 
 func openError(err error) error {

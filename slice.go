@@ -29,7 +29,9 @@ func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
 		return nil, err
 	}
 	if rec == nil {
-		return nil, fmt.Errorf("%w: slice %s has no record", ErrCorrupt, id)
+		// Only a Delete or PruneVersions committed after the Reader was
+		// opened removes a record a manifest lists.
+		return nil, fmt.Errorf("%w: slice %s (its content was deleted while being read)", ErrNotFound, id)
 	}
 	s, err := db.readSession(rec.Session)
 	if err != nil {

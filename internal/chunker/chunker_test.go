@@ -310,3 +310,15 @@ func TestKeysDiffer(t *testing.T) {
 		t.Fatalf("%d of %d boundaries shared between two keys", common, len(a))
 	}
 }
+
+// TestGoldenCuts pins the cut points of one key: any change to the key
+// derivation, digest, mix, PRF or thresholds moves them, and that breaks
+// dedup against existing stores, so it must be a deliberate new version.
+func TestGoldenCuts(t *testing.T) {
+	data := randBytes(20, 2<<20)
+	got := boundaries(t, mustNew(t, testKey(20), DefaultParams()), data)
+	want := []int{85535, 551291, 638812, 841784, 968087, 1044330, 1240467, 1513986}
+	if !slices.Equal(got[:len(want)], want) {
+		t.Fatalf("cut points changed:\n got %v\nwant %v", got[:len(want)], want)
+	}
+}

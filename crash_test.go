@@ -1,0 +1,357 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/zeebo/blake3"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// model is what a workload's acknowledged operations imply: for each key
+// its ContentIDs, oldest first.
+type model struct {
+	mu       sync.Mutex
+	versions map[string][]ContentID
+	inflight string
+}
+
+func (m *model) snapshot() (map[string][]ContentID, string) {
+	cp := make(map[string][]ContentID, len(m.versions))
+	for k, v := range m.versions {
+		cp[k] = append([]ContentID(nil), v...)
+	}
+	return cp, m.inflight
+}
+
+// crashPoint is the file system as a crash would have left it, and what
+// had been acknowledged by then.
+type crashPoint struct {
+	fs       *vfs.MemFS
+	want     map[string][]ContentID
+	inflight string
+}
+
+// TestCrashRecovery crashes a store at random points of a Put / Delete /
+// PruneVersions workload (SEALKV_CRASH_POINTS, default 500): a clone of
+// the in-memory file system with only synced data (plus a random share of
+// unsynced data) is reopened, recovered and checked: invariants I1 and I2,
+// every Data's bytes hash to its ContentID, every acknowledged operation is
+// there in full (I3, I4) and the interrupted one is all or nothing.
+func TestCrashRecovery(t *testing.T) {
+	points := envInt("SEALKV_CRASH_POINTS", 500)
+	keys := newKeys(t)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	seed := rng.Uint64()
+	t.Logf("seed %d", seed)
+	checked := 0
+	for round := 0; checked < points; round++ {
+		cps := crashRun(t, keys, rand.New(rand.NewPCG(seed, uint64(round))), min(40, points-checked))
+		for i, cp := range cps {
+			if err := checkCrashPoint(keys, cp); err != nil {
+				t.Fatalf("round %d crash point %d (in flight %q): %v", round, i, cp.inflight, err)
+			}
+			checked++
+		}
+	}
+	t.Logf("%d crash points checked", checked)
+}
+
+// crashRun runs a workload and takes n crash clones at random moments.
+func crashRun(t *testing.T, keys *Keys, rng *rand.Rand, n int) []crashPoint {
+	fs := vfs.NewCrashableMem()
+	o := smallOpts(keys)
+	o.fs = fs
+	db, err := Open("/db", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &model{versions: map[string][]ContentID{}}
+	pool := [][]byte{randBytes(40 << 10), randBytes(90 << 10), randBytes(300 << 10)}
+	large := randBytes(6 << 20) // takes the sstable-ingest path
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { crashWorkload(t, db, m, pool, large, rand.New(rand.NewPCG(rng.Uint64(), 1)), stop) })
+	cps := make([]crashPoint, 0, n)
+	for range n {
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+		m.mu.Lock()
+		want, inflight := m.snapshot()
+		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(3) * 50, RNG: rand.New(rand.NewPCG(rng.Uint64(), 2))})
+		m.mu.Unlock()
+		cps = append(cps, crashPoint{fs: clone, want: want, inflight: inflight})
+	}
+	close(stop)
+	wg.Wait()
+	db.Close()
+	return cps
+}
+
+func crashWorkload(t *testing.T, db *DB, m *model, pool [][]byte, large []byte, rng *rand.Rand, stop chan struct{}) {
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		key := fmt.Sprintf("k%d", rng.IntN(6))
+		m.mu.Lock()
+		m.inflight = key
+		m.mu.Unlock()
+		var apply func(v []ContentID) []ContentID
+		switch op := rng.IntN(10); {
+		case op < 6:
+			b := mixContent(pool, rng)
+			if rng.IntN(8) == 0 {
+				b = append(b, large...)
+			}
+			d, err := db.Put(ctx, key, bytes.NewReader(b))
+			if err != nil {
+				t.Errorf("Put: %v", err)
+				return
+			}
+			apply = func(v []ContentID) []ContentID {
+				if len(v) > 0 && v[len(v)-1] == d.Content.ContentID {
+					return v
+				}
+				return append(v, d.Content.ContentID)
+			}
+		case op < 8:
+			if _, err := db.PruneVersions(ctx, key, rng.IntN(2)); err != nil && !errors.Is(err, ErrNotFound) {
+				t.Errorf("Prune: %v", err)
+				return
+			}
+			keep := 0
+			apply = func(v []ContentID) []ContentID {
+				if len(v) == 0 {
+					return v
+				}
+				d, _ := db.Stat(ctx, key)
+				if d != nil {
+					keep = len(d.Versions)
+				}
+				return v[len(v)-1-keep:]
+			}
+		default:
+			_, err := db.Delete(ctx, key)
+			if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrHasVersions) {
+				t.Errorf("Delete: %v", err)
+				return
+			}
+			apply = func(v []ContentID) []ContentID {
+				if err == nil {
+					return nil
+				}
+				return v
+			}
+		}
+		m.mu.Lock()
+		if v := apply(m.versions[key]); len(v) > 0 {
+			m.versions[key] = v
+		} else {
+			delete(m.versions, key)
+		}
+		m.inflight = ""
+		m.mu.Unlock()
+	}
+}
+
+// mixContent builds content that shares slices with other content.
+func mixContent(pool [][]byte, rng *rand.Rand) []byte {
+	var b []byte
+	for range rng.IntN(3) + 1 {
+		b = append(b, pool[rng.IntN(len(pool))]...)
+	}
+	tail := make([]byte, rng.IntN(20<<10))
+	for i := range tail {
+		tail[i] = byte(rng.Uint32())
+	}
+	return append(b, tail...)
+}
+
+// checkCrashPoint reopens a crash clone and checks it.
+func checkCrashPoint(keys *Keys, cp crashPoint) error {
+	o := smallOpts(keys)
+	o.fs = cp.fs
+	o.Logger = quietLogger
+	db, err := Open("/db", o)
+	if err != nil {
+		return fmt.Errorf("reopen: %w", err)
+	}
+	defer db.Close()
+	if err := invariants(db); err != nil {
+		return err
+	}
+	if err := checkInflight(db, cp); err != nil {
+		return err
+	}
+	for k, want := range cp.want {
+		if k == cp.inflight {
+			continue
+		}
+		d, err := db.Stat(ctx, k)
+		if err != nil {
+			return fmt.Errorf("acknowledged %q: %w", k, err)
+		}
+		if got := contentIDs(d); fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("%q has versions %x, acknowledged %x", k, got, want)
+		}
+	}
+	for k := range collectKeys(db) {
+		if _, ok := cp.want[k]; !ok && k != cp.inflight {
+			return fmt.Errorf("%q exists but was deleted or never acknowledged", k)
+		}
+	}
+	return nil
+}
+
+// checkInflight checks the key of the interrupted operation shows it all or
+// nothing: the acknowledged versions, those plus one new version (Put), a
+// suffix of them (PruneVersions) or no Data (Delete).
+func checkInflight(db *DB, cp crashPoint) error {
+	if cp.inflight == "" {
+		return nil
+	}
+	want := cp.want[cp.inflight]
+	d, err := db.Stat(ctx, cp.inflight)
+	if errors.Is(err, ErrNotFound) {
+		if len(want) > 1 {
+			return fmt.Errorf("in-flight %q vanished with %d versions", cp.inflight, len(want))
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	got := contentIDs(d)
+	switch {
+	case len(got) == len(want)+1 && fmt.Sprint(got[:len(want)]) == fmt.Sprint(want):
+	case len(got) <= len(want) && len(got) > 0 && fmt.Sprint(got) == fmt.Sprint(want[len(want)-len(got):]):
+	default:
+		return fmt.Errorf("in-flight %q has versions %x, acknowledged %x", cp.inflight, got, want)
+	}
+	return nil
+}
+
+func contentIDs(d *Data) []ContentID {
+	var ids []ContentID
+	for _, v := range d.Versions {
+		ids = append(ids, v.ContentID)
+	}
+	return append(ids, d.Content.ContentID)
+}
+
+func collectKeys(db *DB) map[string]bool {
+	keys := map[string]bool{}
+	for k, err := range db.List(ctx, "") {
+		if err == nil {
+			keys[k] = true
+		}
+	}
+	return keys
+}
+
+// TestConcurrentOps runs 8 goroutines of Put / Get / Delete /
+// PruneVersions over overlapping keys and content for SEALKV_CONCURRENT
+// seconds (default 60; 10 with -short) and checks that every read returns
+// exactly some content that was put, then invariants I1 and I2 (so I5: no
+// interleaving lost a referenced slice), also after reopening.
+func TestConcurrentOps(t *testing.T) {
+	secs := envInt("SEALKV_CONCURRENT", 60)
+	if testing.Short() {
+		secs = 10
+	}
+	dir := t.TempDir()
+	keys := newKeys(t)
+	db, err := Open(dir, smallOpts(keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := [][]byte{randBytes(40 << 10), randBytes(90 << 10), randBytes(200 << 10), randBytes(5000)}
+	var known sync.Map // ContentID -> true
+	deadline := time.Now().Add(time.Duration(secs) * time.Second)
+	var wg sync.WaitGroup
+	var ops [4]int64
+	var opsMu sync.Mutex
+	for g := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), uint64(time.Now().UnixNano())))
+			for time.Now().Before(deadline) && !t.Failed() {
+				op := concurrentOp(t, db, &known, pool, rng)
+				opsMu.Lock()
+				ops[op]++
+				opsMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("ops put/get/delete/prune: %v", ops)
+	checkInvariants(t, db)
+	db.Close()
+	db = openDB(t, dir, smallOpts(keys))
+	checkInvariants(t, db)
+}
+
+func concurrentOp(t *testing.T, db *DB, known *sync.Map, pool [][]byte, rng *rand.Rand) int {
+	key := fmt.Sprintf("k%d", rng.IntN(10))
+	switch op := rng.IntN(4); op {
+	case 0:
+		b := mixContent(pool, rng)
+		h, _ := blake3.NewKeyed(db.cidKey)
+		h.Write(b)
+		var id ContentID
+		h.Digest().Read(id[:])
+		known.Store(id, true)
+		if _, err := db.Put(ctx, key, bytes.NewReader(b)); err != nil {
+			t.Errorf("Put: %v", err)
+		}
+		return op
+	case 1:
+		r, err := db.Get(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			return op
+		}
+		if err != nil {
+			t.Errorf("Get: %v", err)
+			return op
+		}
+		h, _ := blake3.NewKeyed(db.cidKey)
+		if _, err := io.Copy(h, r); err != nil {
+			if !errors.Is(err, ErrNotFound) {
+				t.Errorf("read %q: %v", key, err)
+			}
+			return op
+		}
+		var id ContentID
+		h.Digest().Read(id[:])
+		if _, ok := known.Load(id); !ok {
+			t.Errorf("Get %q returned bytes that were never put", key)
+		}
+		return op
+	case 2:
+		if _, err := db.Delete(ctx, key); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrHasVersions) {
+			t.Errorf("Delete: %v", err)
+		}
+		return op
+	default:
+		if _, err := db.PruneVersions(ctx, key, rng.IntN(2)); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("Prune: %v", err)
+		}
+		return op
+	}
+}
