@@ -213,7 +213,7 @@ func (db *DB) openKeyspaces(dir string) error {
 		}
 	}
 	logger := pebbleLogger{db.opts.Logger}
-	mopts := &pebble.Options{FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger}
+	mopts := &pebble.Options{FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger, EventListener: slicestore.Events(logger)}
 	var err error
 	if db.meta, err = pebble.Open(filepath.Join(dir, "meta"), mopts); err != nil {
 		return openError(err)

@@ -39,6 +39,9 @@ func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
 	}
 	sealed, _, _, err := db.readSealed(ctx, id, rec, false)
 	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			db.markBad(id, rec)
+		}
 		return nil, err
 	}
 	clear, err := db.openSealed(s, id, rec, sealed)

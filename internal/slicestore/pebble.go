@@ -70,6 +70,7 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Store, error) {
 		FS:                          fs,
 		FormatMajorVersion:          FormatMajorVersion,
 		Logger:                      logger,
+		EventListener:               Events(logger),
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
@@ -94,6 +95,20 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Store, error) {
 	return s, nil
 }
 
+// Events makes on-disk corruption an error returned to the reader (and
+// logged) instead of Pebble's default, a fatal log: a bad block in the
+// slice keyspace costs only the shards in it, which parity covers.
+func Events(logger pebble.Logger) *pebble.EventListener {
+	return &pebble.EventListener{
+		DataCorruption: func(info pebble.DataCorruptionInfo) {
+			logger.Errorf("on-disk corruption: %s", info)
+		},
+		BackgroundError: func(err error) {
+			logger.Errorf("background error: %s", err)
+		},
+	}
+}
+
 // cleanTmp removes sstables left unfinished by a crash.
 func (s *Store) cleanTmp() {
 	tmp := filepath.Join(s.dir, "tmp")
@@ -109,31 +124,50 @@ func (s *Store) Close() error { return s.db.Close() }
 // DB exposes the Pebble instance for metrics and tests.
 func (s *Store) DB() *pebble.DB { return s.db }
 
-// Get reads n shards of the slice at l; a missing shard is nil. The shards
-// are copies the caller owns.
+// Get reads n shards of the slice at l; a missing or unreadable shard is
+// nil (parity covers it). The shards are copies the caller owns.
 func (s *Store) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: l.Key(0), UpperBound: l.Key(n)})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
 	shards := make([][]byte, n)
-	prefix := l.Key(0)[:24]
+	if s.scan(ctx, l, shards) == nil {
+		return shards, nil
+	}
+	// A damaged block stopped the scan: read shard by shard so one bad
+	// block costs only the shards in it.
+	for i := range shards {
+		if shards[i] == nil {
+			shards[i] = s.getOne(l.Key(i))
+		}
+	}
+	return shards, ctx.Err()
+}
+
+func (s *Store) scan(ctx context.Context, l Location, shards [][]byte) error {
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: l.Key(0), UpperBound: l.Key(len(shards))})
+	if err != nil {
+		return err
+	}
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		if len(k) != 25 || !bytes.Equal(k[:24], prefix) || int(k[24]) >= n {
+		if len(k) != 25 || int(k[24]) >= len(shards) {
 			continue
 		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			continue // an unreadable shard counts as missing; parity covers it
+		if v, err := it.ValueAndErr(); err == nil {
+			shards[k[24]] = bytes.Clone(v)
 		}
-		shards[k[24]] = bytes.Clone(v)
 	}
-	return shards, it.Error()
+	return errors.Join(it.Error(), it.Close())
+}
+
+func (s *Store) getOne(k []byte) []byte {
+	v, closer, err := s.db.Get(k)
+	if err != nil {
+		return nil
+	}
+	defer closer.Close()
+	return bytes.Clone(v)
 }
 
 // PutShard rewrites one shard durably (repair).

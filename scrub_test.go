@@ -1,0 +1,185 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// sliceLocs returns every slice record of db.
+func sliceRecords(t *testing.T, db *DB) map[SliceID]*record.Slice {
+	t.Helper()
+	recs := map[SliceID]*record.Slice{}
+	err := db.eachKey([]byte{record.PrefixSlice}, func(k, v []byte) error {
+		rec, err := record.DecodeSlice(v)
+		recs[SliceID(k[1:])] = rec
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// damage breaks n distinct shards of the slice: garbage, truncation or
+// deletion, through the slice store.
+func damage(t *testing.T, db *DB, rec *record.Slice, n int, rng *rand.Rand) {
+	t.Helper()
+	loc := slicestore.Location{Session: rec.Session, Ctr: rec.Ctr}
+	for _, idx := range rng.Perm(rec.K + rec.M)[:n] {
+		var err error
+		switch rng.IntN(3) {
+		case 0:
+			err = db.slices.PutShard(loc, idx, randBytes(100))
+		case 1:
+			err = db.slices.DB().Delete(loc.Key(idx), nil)
+		default:
+			sh, _ := db.slices.Get(ctx, loc, rec.K+rec.M)
+			b := bytes.Clone(sh[idx])
+			b[rng.IntN(len(b))] ^= 1 << rng.IntN(8)
+			err = db.slices.PutShard(loc, idx, b)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestScrubRepairsUpToM(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	want := map[string][]byte{"a": randBytes(300 << 10), "b": randBytes(200 << 10)}
+	for k, b := range want {
+		mustPut(t, db, k, b)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	recs := sliceRecords(t, db)
+	bad := 0
+	for _, rec := range recs {
+		if n := rng.IntN(rec.M + 1); n > 0 {
+			damage(t, db, rec, n, rng)
+			bad += n
+		}
+	}
+	for k, b := range want {
+		if !bytes.Equal(get(t, db, k), b) {
+			t.Fatalf("%q differs with <= m bad shards", k)
+		}
+	}
+	rep, err := db.Scrub(ctx, ScrubOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SlicesChecked != len(recs) || rep.ShardsBad != bad || rep.ShardsRepaired != bad || len(rep.Unreadable) != 0 {
+		t.Fatalf("scrub %+v, damaged %d shards of %d slices", rep, bad, len(recs))
+	}
+	rep, err = db.Scrub(ctx, ScrubOptions{})
+	if err != nil || rep.ShardsBad != 0 {
+		t.Fatalf("second scrub: %+v %v", rep, err)
+	}
+	checkInvariants(t, db)
+	t.Logf("repaired %d shards in %d slices", bad, len(recs))
+}
+
+func TestScrubUnreadable(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	b := randBytes(100 << 10)
+	mustPut(t, db, "a", b)
+	recs := sliceRecords(t, db)
+	var victim SliceID
+	for id, rec := range recs {
+		victim = id
+		damage(t, db, rec, rec.M+1, rand.New(rand.NewPCG(5, 6)))
+		break
+	}
+	r, err := db.Get(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), victim.String()) {
+		t.Fatalf("read with m+1 bad shards: %v", err)
+	}
+	if !bytes.Equal(got, b[:len(got)]) {
+		t.Fatal("wrong bytes before the error")
+	}
+	rep, err := db.Scrub(ctx, ScrubOptions{Repair: true})
+	if err != nil || len(rep.Unreadable) != 1 || rep.Unreadable[0] != victim {
+		t.Fatalf("scrub: %+v, %v", rep, err)
+	}
+	mustPut(t, db, "again", b) // replaces the unreadable slice
+	for _, k := range []string{"a", "again"} {
+		if !bytes.Equal(get(t, db, k), b) {
+			t.Fatalf("%q not healed by a new put", k)
+		}
+	}
+	checkInvariants(t, db)
+}
+
+// TestScrubFlippedFileBytes flips bytes in the slice keyspace's files on
+// disk: reads return exact bytes or an error, never wrong bytes, and Scrub
+// repairs what parity covers.
+func TestScrubFlippedFileBytes(t *testing.T) {
+	dir := t.TempDir()
+	keys := newKeys(t)
+	db := openDB(t, dir, &Options{Keys: keys, MinSliceSize: 16 << 10, AvgSliceSize: 64 << 10, MaxSliceSize: 256 << 10})
+	b := randBytes(12 << 20) // ingested as an sstable
+	mustPut(t, db, "a", b)
+	db.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "slices", "*.sst"))
+	if len(files) == 0 {
+		t.Fatal("no sstables")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, f := range files {
+		flipBytes(t, f, 3, rng)
+	}
+	db = openDB(t, dir, &Options{Keys: keys})
+	readExactOrError(t, db, "a", b)
+	rep, err := db.Scrub(ctx, ScrubOptions{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("scrub after flipping: %+v", rep)
+	if rep.ShardsBad == 0 {
+		t.Fatal("flipped bytes found nothing")
+	}
+	if len(rep.Unreadable) == 0 && !bytes.Equal(get(t, db, "a"), b) {
+		t.Fatal("repaired content differs")
+	}
+}
+
+// flipBytes flips n random bits in the middle 80% of a file.
+func flipBytes(t *testing.T, path string, n int, rng *rand.Rand) {
+	t.Helper()
+	buf, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		i := len(buf)/10 + rng.IntN(len(buf)*8/10)
+		buf[i] ^= 1 << rng.IntN(8)
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readExactOrError(t *testing.T, db *DB, key string, want []byte) {
+	t.Helper()
+	r, err := db.Get(ctx, key)
+	if err != nil {
+		return
+	}
+	got, err := io.ReadAll(r)
+	if !bytes.Equal(got, want[:min(len(got), len(want))]) || (err == nil && len(got) != len(want)) {
+		t.Fatalf("read returned wrong bytes (err %v)", err)
+	}
+}
