@@ -227,7 +227,7 @@ func (db *DB) finishLocked(r *release) (*DeleteReport, error) {
 		return nil, err
 	}
 	if intent != nil {
-		if err := db.slices.Delete(r.drops); err != nil {
+		if err := db.slices.Delete(context.Background(), r.drops); err != nil {
 			return rep, fmt.Errorf("sealkv: removing shards (recovery will finish it): %w", err)
 		}
 		_ = db.meta.Delete(intent, pebble.NoSync)

@@ -172,7 +172,7 @@ func checkShards(db *DB, records map[SliceID]*record.Slice) error {
 			return fmt.Errorf("I1: slice %s has %d good shards, needs %d", id, good, rec.K)
 		}
 	}
-	it, err := db.slices.DB().NewIter(&pebble.IterOptions{})
+	it, err := db.slices.(*slicestore.Pebble).DB().NewIter(&pebble.IterOptions{})
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,20 @@ var (
 	ErrLocked = errors.New("sealkv: store is locked by another process")
 )
 
+// SliceStore keeps the shards of SealedSlices: the slice keyspace. The
+// default is a Pebble instance beside the meta keyspace; an implementation
+// can put shards on an object store or a cluster. See the method docs for
+// the contract (durability, missing shards as nil, location addressing).
+type SliceStore = slicestore.Store
+
+// SliceWriter collects the shards of one Put for a SliceStore.
+type SliceWriter = slicestore.Writer
+
+// ShardLocation addresses one slice's shards in a SliceStore: the writer
+// session and a counter unique within it, so locations sort by write time
+// and are never reused.
+type ShardLocation = slicestore.Location
+
 // Compression selects what Put does to a Slice before sealing it.
 type Compression int
 
@@ -101,6 +115,10 @@ type Options struct {
 	// Concurrency is the number of slices sealed in parallel by one Put;
 	// GOMAXPROCS by default.
 	Concurrency int
+
+	// SliceStore keeps the shards. Nil means a Pebble instance in
+	// DIR/slices. The DB takes ownership: Close closes it.
+	SliceStore SliceStore
 
 	// Logger receives recovery and storage-engine messages; slog.Default()
 	// if nil.
@@ -152,7 +170,7 @@ type DB struct {
 	opts    Options
 	keys    *Keys
 	meta    *pebble.DB
-	slices  *slicestore.Store
+	slices  slicestore.Store
 	chunker *chunker.Chunker
 	idKey   []byte // keys the SliceID hash
 	cidKey  []byte // keys the ContentID hash
@@ -217,6 +235,9 @@ func (db *DB) openKeyspaces(dir string) error {
 	var err error
 	if db.meta, err = pebble.Open(filepath.Join(dir, "meta"), mopts); err != nil {
 		return openError(err)
+	}
+	if db.slices = db.opts.SliceStore; db.slices != nil {
+		return nil
 	}
 	if db.slices, err = slicestore.Open(filepath.Join(dir, "slices"), fs, logger); err != nil {
 		db.meta.Close()

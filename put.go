@@ -77,7 +77,7 @@ type put struct {
 	wrote bool                  // manifest record written
 
 	// writer side (the goroutine running Put)
-	w       *slicestore.Writer
+	w       slicestore.Writer
 	pending []*job // added to w, not yet published
 	chunk   []record.SliceRef
 	start   int64 // ClearText offset of chunk[0]
@@ -450,7 +450,7 @@ func (p *put) abort() error {
 	for _, j := range p.pending {
 		locs = append(locs, slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr})
 	}
-	err := db.slices.Delete(locs)
+	err := db.slices.Delete(context.Background(), locs)
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for id, n := range p.pins {

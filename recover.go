@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 
@@ -56,7 +57,7 @@ func (db *DB) finishIntents() error {
 		for i, l := range locs {
 			sl[i] = slicestore.Location(l)
 		}
-		if err := db.slices.Delete(sl); err != nil {
+		if err := db.slices.Delete(context.Background(), sl); err != nil {
 			return err
 		}
 		return db.meta.Delete(k, pebble.Sync)
@@ -83,7 +84,7 @@ func (db *DB) recoverSession(sid [16]byte) error {
 	if err != nil {
 		return err
 	}
-	for loc, id := range db.slices.Headers(sid) {
+	for loc, id := range db.slices.Headers(context.Background(), sid) {
 		sid := SliceID(id)
 		rec, err := db.sliceRecord(&sid)
 		if err != nil {

@@ -101,7 +101,7 @@ func (db *DB) repair(id *SliceID, rec *record.Slice, bad []int, rebuilt [][]byte
 	}
 	loc := slicestore.Location{Session: rec.Session, Ctr: rec.Ctr}
 	for i, idx := range bad {
-		if err := db.slices.PutShard(loc, idx, rebuilt[idx]); err != nil {
+		if err := db.slices.PutShard(context.Background(), loc, idx, rebuilt[idx]); err != nil {
 			return i, fmt.Errorf("sealkv: repairing slice %s shard %d: %w", id, idx, err)
 		}
 	}

@@ -38,14 +38,14 @@ func damage(t *testing.T, db *DB, rec *record.Slice, n int, rng *rand.Rand) {
 		var err error
 		switch rng.IntN(3) {
 		case 0:
-			err = db.slices.PutShard(loc, idx, randBytes(100))
+			err = db.slices.PutShard(ctx, loc, idx, randBytes(100))
 		case 1:
-			err = db.slices.DB().Delete(loc.Key(idx), nil)
+			err = db.slices.(*slicestore.Pebble).DB().Delete(loc.Key(idx), nil)
 		default:
 			sh, _ := db.slices.Get(ctx, loc, rec.K+rec.M)
 			b := bytes.Clone(sh[idx])
 			b[rng.IntN(len(b))] ^= 1 << rng.IntN(8)
-			err = db.slices.PutShard(loc, idx, b)
+			err = db.slices.PutShard(ctx, loc, idx, b)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -56,8 +56,8 @@ func (l Location) Key(idx int) []byte {
 	return append(k, byte(idx))
 }
 
-// Store is the Pebble slice keyspace.
-type Store struct {
+// Pebble is the default Store: a local Pebble instance.
+type Pebble struct {
 	db   *pebble.DB
 	opts *pebble.Options
 	dir  string
@@ -65,7 +65,7 @@ type Store struct {
 }
 
 // Open opens or creates the slice keyspace in dir.
-func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Store, error) {
+func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	opts := &pebble.Options{
 		FS:                          fs,
 		FormatMajorVersion:          FormatMajorVersion,
@@ -90,7 +90,7 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, opts: opts, dir: dir}
+	s := &Pebble{db: db, opts: opts, dir: dir}
 	s.cleanTmp()
 	return s, nil
 }
@@ -110,7 +110,7 @@ func Events(logger pebble.Logger) *pebble.EventListener {
 }
 
 // cleanTmp removes sstables left unfinished by a crash.
-func (s *Store) cleanTmp() {
+func (s *Pebble) cleanTmp() {
 	tmp := filepath.Join(s.dir, "tmp")
 	names, _ := s.opts.FS.List(tmp)
 	for _, n := range names {
@@ -119,14 +119,14 @@ func (s *Store) cleanTmp() {
 }
 
 // Close closes the keyspace.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Pebble) Close() error { return s.db.Close() }
 
 // DB exposes the Pebble instance for metrics and tests.
-func (s *Store) DB() *pebble.DB { return s.db }
+func (s *Pebble) DB() *pebble.DB { return s.db }
 
 // Get reads n shards of the slice at l; a missing or unreadable shard is
 // nil (parity covers it). The shards are copies the caller owns.
-func (s *Store) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
+func (s *Pebble) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func (s *Store) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
 	return shards, ctx.Err()
 }
 
-func (s *Store) scan(ctx context.Context, l Location, shards [][]byte) error {
+func (s *Pebble) scan(ctx context.Context, l Location, shards [][]byte) error {
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: l.Key(0), UpperBound: l.Key(len(shards))})
 	if err != nil {
 		return err
@@ -161,7 +161,7 @@ func (s *Store) scan(ctx context.Context, l Location, shards [][]byte) error {
 	return errors.Join(it.Error(), it.Close())
 }
 
-func (s *Store) getOne(k []byte) []byte {
+func (s *Pebble) getOne(k []byte) []byte {
 	v, closer, err := s.db.Get(k)
 	if err != nil {
 		return nil
@@ -171,12 +171,12 @@ func (s *Store) getOne(k []byte) []byte {
 }
 
 // PutShard rewrites one shard durably (repair).
-func (s *Store) PutShard(l Location, idx int, shard []byte) error {
+func (s *Pebble) PutShard(_ context.Context, l Location, idx int, shard []byte) error {
 	return s.db.Set(l.Key(idx), shard, pebble.Sync)
 }
 
 // Delete removes the shards and header of every slice in locs, durably.
-func (s *Store) Delete(locs []Location) error {
+func (s *Pebble) Delete(_ context.Context, locs []Location) error {
 	if len(locs) == 0 {
 		return nil
 	}
@@ -190,18 +190,11 @@ func (s *Store) Delete(locs []Location) error {
 	return b.Commit(pebble.Sync)
 }
 
-// DeletePut removes every shard of put number put of session sid, durably.
-func (s *Store) DeletePut(sid [16]byte, put uint64) error {
-	lo := Location{Session: sid, Ctr: put << 32}
-	hi := Location{Session: sid, Ctr: (put + 1) << 32}
-	return s.db.DeleteRange(lo.Key(0), hi.Key(0), pebble.Sync)
-}
-
 func next(l Location) Location { return Location{Session: l.Session, Ctr: l.Ctr + 1} }
 
 // Headers yields the (counter, SliceID) back-pointers of every slice written
 // in session sid, in counter order.
-func (s *Store) Headers(sid [16]byte) iter.Seq2[Location, [64]byte] {
+func (s *Pebble) Headers(_ context.Context, sid [16]byte) iter.Seq2[Location, [64]byte] {
 	return func(yield func(Location, [64]byte) bool) {
 		lo := Location{Session: sid}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo.Key(0), UpperBound: endOfSession(sid)})
@@ -240,11 +233,11 @@ func endOfSession(sid [16]byte) []byte {
 	return []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 }
 
-// Writer collects the shards of one Put, in ascending key order, and makes
+// pebbleWriter collects the shards of one Put, in ascending key order, and makes
 // them durable: small Puts as one synced batch, large ones as sstables that
 // are ingested as they fill.
-type Writer struct {
-	s       *Store
+type pebbleWriter struct {
+	s       *Pebble
 	pending [][2][]byte // key, value; in key order
 	size    int
 	table   *sstable.Writer
@@ -253,12 +246,12 @@ type Writer struct {
 }
 
 // NewWriter starts a Writer.
-func (s *Store) NewWriter() *Writer { return &Writer{s: s} }
+func (s *Pebble) NewWriter() Writer { return &pebbleWriter{s: s} }
 
 // Add appends the shards and header of the slice at l. Locations must
 // increase from call to call. It returns true when everything added so far
 // (this slice included) has become durable, so the caller may publish it.
-func (w *Writer) Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (bool, error) {
+func (w *pebbleWriter) Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (bool, error) {
 	for i, sh := range shards {
 		if err := w.set(l.Key(i), sh); err != nil {
 			return false, err
@@ -278,7 +271,7 @@ func (w *Writer) Add(ctx context.Context, l Location, id *[64]byte, shards [][]b
 	return false, nil
 }
 
-func (w *Writer) set(k, v []byte) error {
+func (w *pebbleWriter) set(k, v []byte) error {
 	if w.lastKey != nil && bytes.Compare(k, w.lastKey) <= 0 {
 		return errors.New("slicestore: keys out of order")
 	}
@@ -291,7 +284,7 @@ func (w *Writer) set(k, v []byte) error {
 	return nil
 }
 
-func (w *Writer) startTable() error {
+func (w *pebbleWriter) startTable() error {
 	w.path = filepath.Join(w.s.dir, "tmp", fmt.Sprintf("%d.sst", w.s.seq.Add(1)))
 	f, err := w.s.opts.FS.Create(w.path, vfs.WriteCategoryUnspecified)
 	if err != nil {
@@ -310,7 +303,7 @@ func (w *Writer) startTable() error {
 }
 
 // ingest finishes (and syncs) the current sstable and ingests it.
-func (w *Writer) ingest(ctx context.Context) error {
+func (w *pebbleWriter) ingest(ctx context.Context) error {
 	t := w.table
 	w.table = nil
 	if err := t.Close(); err != nil {
@@ -320,7 +313,7 @@ func (w *Writer) ingest(ctx context.Context) error {
 }
 
 // Flush makes everything added durable.
-func (w *Writer) Flush(ctx context.Context) error {
+func (w *pebbleWriter) Flush(ctx context.Context) error {
 	if w.table != nil {
 		return w.ingest(ctx)
 	}
@@ -340,7 +333,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 
 // Abort drops whatever has not been made durable. Shards already ingested
 // stay; the caller removes them with DeletePut.
-func (w *Writer) Abort() {
+func (w *pebbleWriter) Abort() {
 	if w.table != nil {
 		_ = w.table.Close()
 		_ = w.s.opts.FS.Remove(w.path)

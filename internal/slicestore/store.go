@@ -1,0 +1,47 @@
+package slicestore
+
+import (
+	"context"
+	"iter"
+)
+
+// Store keeps the shards of SealedSlices. The kv package exports it as
+// kv.SliceStore so that the slice keyspace can live elsewhere than the
+// local Pebble instance (an object store, a cluster).
+//
+// Slices are addressed by Location, the writer's session and counter, not
+// by SliceID: locations are ordered by write time (so a local store can
+// append without rewriting) and never reused, so a location is written once
+// and a replaced slice never overwrites its predecessor in place.
+type Store interface {
+	// NewWriter starts collecting the slices of one Put.
+	NewWriter() Writer
+	// Get returns the first n shards of the slice at l. A missing or
+	// unreadable shard is nil: the caller verifies checksums and rebuilds
+	// from parity. An error means the store itself failed.
+	Get(ctx context.Context, l Location, n int) ([][]byte, error)
+	// PutShard durably writes one shard (repair).
+	PutShard(ctx context.Context, l Location, idx int, shard []byte) error
+	// Delete durably removes every shard of the slices at locs. Deleting
+	// what is not there is not an error.
+	Delete(ctx context.Context, locs []Location) error
+	// Headers yields, in location order, the location and SliceID of every
+	// slice written in session sid: recovery uses them to find shards
+	// whose Put never committed.
+	Headers(ctx context.Context, sid [16]byte) iter.Seq2[Location, [64]byte]
+	// Close releases the store.
+	Close() error
+}
+
+// Writer collects the slices of one Put, in increasing Location order.
+type Writer interface {
+	// Add queues the shards of the slice id at l. It returns true when
+	// every slice added so far has become durable.
+	Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (durable bool, err error)
+	// Flush makes every slice added durable.
+	Flush(ctx context.Context) error
+	// Abort drops what has not been made durable.
+	Abort()
+}
+
+var _ Store = (*Pebble)(nil)
