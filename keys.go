@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -11,26 +12,49 @@ import (
 
 	"github.com/cloudflare/circl/kem/mlkem/mlkem1024"
 	"github.com/zeebo/blake3"
+
+	"github.com/sealkv/kv/internal/seal"
 )
 
 // Keys are the secrets of one store: an ML-KEM-1024 key pair (kept as the
-// 64-byte seed of the decapsulation key) and a 32-byte store secret from
-// which the dedup and chunker keys are derived.
+// 64-byte seed of the decapsulation key), the X25519 key pair derived from
+// that seed (for hybrid sessions, see SECURITY.md) and a 32-byte store
+// secret from which the dedup and chunker keys are derived.
 //
 // A Keys value never prints its secrets: fmt and log/slog show only its
-// fingerprint and whether it is write-only.
+// fingerprint and whether it is write-only. The secrets sit behind a
+// pointer, so that even a Keys value inside another struct's unexported
+// field, which fmt prints by reflection without calling Keys' methods,
+// shows an address and not the bytes.
 type Keys struct {
-	seed   []byte // decapsulation key seed; nil when write-only
-	pk     *mlkem1024.PublicKey
+	*keySecrets // nil only in the zero Keys
+	pk          *mlkem1024.PublicKey
+	xpk         *ecdh.PublicKey // nil only for write-only keys read from a version-1 file
+}
+
+type keySecrets struct {
+	seed   []byte                // ML-KEM decapsulation key seed; nil when write-only
 	sk     *mlkem1024.PrivateKey // nil when write-only
-	secret [32]byte
+	xsk    *ecdh.PrivateKey      // derived from seed; nil when write-only
+	secret [32]byte              // store secret
 }
 
 // Key file format: magic, version, kind, body, BLAKE3-256 checksum of all
-// that precedes it.
+// that precedes it. Bodies:
+//
+//	version 1, full:       ML-KEM seed (64) ‖ store secret (32)
+//	version 1, write-only: ML-KEM public key (1568) ‖ store secret (32)
+//	version 2, write-only: ML-KEM public key (1568) ‖ X25519 public key (32) ‖ store secret (32)
+//
+// Full keys are still written as version 1: the X25519 key is derived from
+// the seed, so their body did not change and older readers keep reading
+// them. Write-only keys gained the X25519 public key and are written as
+// version 2; version-1 write-only files are still read (they can only make
+// ML-KEM-only sessions, see Options.KEM).
 const (
 	keysMagic      = "sealkv-keys\x00"
-	keysVersion    = 1
+	keysVersion    = 1 // full keys, and write-only keys without X25519
+	keysVersion2   = 2 // write-only keys with the X25519 public key
 	kindFull       = 1
 	kindWriteOnly  = 2
 	keysChecksum   = 32
@@ -44,15 +68,18 @@ func GenerateKeys() (*Keys, error) {
 	if _, err := rand.Read(buf); err != nil {
 		return nil, fmt.Errorf("sealkv: generating keys: %w", err)
 	}
-	k := &Keys{}
+	k := &Keys{keySecrets: &keySecrets{}}
 	copy(k.secret[:], buf[seedSize:])
 	k.setSeed(buf[:seedSize])
+	clear(buf)
 	return k, nil
 }
 
 func (k *Keys) setSeed(seed []byte) {
 	k.seed = bytes.Clone(seed)
 	k.pk, k.sk = mlkem1024.NewKeyFromSeed(k.seed)
+	k.xsk = seal.X25519FromSeed(k.seed)
+	k.xpk = k.xsk.PublicKey()
 }
 
 // ParseKeys decodes Keys written by MarshalBinary. Damaged, truncated or
@@ -66,34 +93,51 @@ func ParseKeys(b []byte) (*Keys, error) {
 	if subtle.ConstantTimeCompare(want[:], sum) != 1 {
 		return nil, fmt.Errorf("%w: checksum mismatch (damaged key file)", ErrInvalidKeys)
 	}
-	if v := body[len(keysMagic)]; v != keysVersion {
+	v := body[len(keysMagic)]
+	if v != keysVersion && v != keysVersion2 {
 		return nil, fmt.Errorf("%w: unsupported key format version %d", ErrInvalidKeys, v)
 	}
 	kind, rest := body[len(keysMagic)+1], body[len(keysMagic)+2:]
-	k := &Keys{}
+	k := &Keys{keySecrets: &keySecrets{}}
 	switch {
-	case kind == kindFull && len(rest) == seedSize+storeSecretLen:
+	case v == keysVersion && kind == kindFull && len(rest) == seedSize+storeSecretLen:
 		k.setSeed(rest[:seedSize])
-	case kind == kindWriteOnly && len(rest) == mlkem1024.PublicKeySize+storeSecretLen:
+	case v == keysVersion && kind == kindWriteOnly && len(rest) == mlkem1024.PublicKeySize+storeSecretLen,
+		v == keysVersion2 && kind == kindWriteOnly && len(rest) == mlkem1024.PublicKeySize+seal.X25519Size+storeSecretLen:
 		k.pk = new(mlkem1024.PublicKey)
 		if err := k.pk.Unpack(rest[:mlkem1024.PublicKeySize]); err != nil {
 			return nil, fmt.Errorf("%w: bad public key: %v", ErrInvalidKeys, err)
 		}
+		if v == keysVersion2 {
+			xpk, err := ecdh.X25519().NewPublicKey(rest[mlkem1024.PublicKeySize : mlkem1024.PublicKeySize+seal.X25519Size])
+			if err != nil {
+				return nil, fmt.Errorf("%w: bad X25519 public key: %v", ErrInvalidKeys, err)
+			}
+			k.xpk = xpk
+		}
 	default:
-		return nil, fmt.Errorf("%w: unknown key kind %d or wrong length", ErrInvalidKeys, kind)
+		return nil, fmt.Errorf("%w: unknown key kind %d, or wrong length for version %d", ErrInvalidKeys, kind, v)
 	}
 	copy(k.secret[:], rest[len(rest)-storeSecretLen:])
 	return k, nil
 }
 
-// MarshalBinary encodes k for storage. Write-only keys encode the public key
+// MarshalBinary encodes k for storage. Write-only keys encode the public keys
 // instead of the decapsulation seed, so the result holds no way to read.
 func (k *Keys) MarshalBinary() ([]byte, error) {
+	if k.pk == nil || k.keySecrets == nil {
+		return nil, fmt.Errorf("%w: zero Keys", ErrInvalidKeys)
+	}
 	b := []byte(keysMagic)
-	if k.seed != nil {
+	switch {
+	case k.seed != nil:
 		b = append(b, keysVersion, kindFull)
 		b = append(b, k.seed...)
-	} else {
+	case k.xpk != nil:
+		b = append(b, keysVersion2, kindWriteOnly)
+		b = append(b, k.publicKey()...)
+		b = append(b, k.xpk.Bytes()...)
+	default:
 		b = append(b, keysVersion, kindWriteOnly)
 		b = append(b, k.publicKey()...)
 	}
@@ -102,14 +146,15 @@ func (k *Keys) MarshalBinary() ([]byte, error) {
 	return append(b, sum[:]...), nil
 }
 
-// WriteOnly returns a copy of k without the decapsulation key: a store
-// opened with it can Put (and deduplicate) but never read anything back.
+// WriteOnly returns a copy of k without the decapsulation keys (the ML-KEM
+// seed and the X25519 private key derived from it): a store opened with it
+// can Put (and deduplicate) but never read anything back.
 func (k *Keys) WriteOnly() *Keys {
-	return &Keys{pk: k.pk, secret: k.secret}
+	return &Keys{keySecrets: &keySecrets{secret: k.secret}, pk: k.pk, xpk: k.xpk}
 }
 
 // CanRead reports whether k holds the decapsulation key.
-func (k Keys) CanRead() bool { return k.sk != nil }
+func (k Keys) CanRead() bool { return k.keySecrets != nil && k.sk != nil }
 
 func (k Keys) publicKey() []byte {
 	b := make([]byte, mlkem1024.PublicKeySize)
@@ -117,8 +162,12 @@ func (k Keys) publicKey() []byte {
 	return b
 }
 
-// Fingerprint identifies the keys (public key and store secret) without
-// revealing them. Full and write-only Keys of one store share it.
+// Fingerprint identifies the keys (ML-KEM public key and store secret)
+// without revealing them. Full and write-only Keys of one store share it.
+// It is unchanged since key format version 1 (stores record it), so it does
+// not cover the X25519 public key: for full keys that key is derived from
+// the seed, which the ML-KEM public key already identifies; a write-only
+// file's X25519 key is trusted like the rest of that file (SECURITY.md).
 func (k Keys) Fingerprint() [32]byte {
 	var fp [32]byte
 	blake3.DeriveKey("sealkv keys fingerprint v1", append(k.publicKey(), k.secret[:]...), fp[:])
@@ -135,7 +184,7 @@ func (k *Keys) derive(purpose string) []byte {
 // String shows the fingerprint prefix only. The printing methods have value
 // receivers so that printing a dereferenced Keys is redacted too.
 func (k Keys) String() string {
-	if k.pk == nil {
+	if k.pk == nil || k.keySecrets == nil {
 		return "kv.Keys{}"
 	}
 	fp := k.Fingerprint()

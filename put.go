@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/zeebo/blake3"
@@ -79,6 +80,8 @@ type put struct {
 	// writer side (the goroutine running Put)
 	w       slicestore.Writer
 	pending []*job // added to w, not yet published
+	added   int    // slices added to w
+	publ    int    // slices published (a prefix of those added)
 	chunk   []record.SliceRef
 	start   int64 // ClearText offset of chunk[0]
 	off     int64
@@ -104,6 +107,7 @@ type job struct {
 	shards [][]byte
 	stored int64
 	err    error
+	users  atomic.Int32 // holders of data; see release
 }
 
 // content is what run learned about the ClearText.
@@ -141,7 +145,7 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 			}
 		})
 	}
-	hash := make(chan []byte, 2)
+	hash := make(chan *job, 2)
 	var cid ContentID
 	var hwg sync.WaitGroup
 	hwg.Go(func() { cid = p.db.contentHash(hash) })
@@ -176,11 +180,12 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	return c, nil
 }
 
-// contentHash computes the ContentID of the pieces sent on in.
-func (db *DB) contentHash(in <-chan []byte) ContentID {
+// contentHash computes the ContentID of the slices sent on in.
+func (db *DB) contentHash(in <-chan *job) ContentID {
 	h, _ := blake3.NewKeyed(db.cidKey)
-	for b := range in {
-		h.Write(b)
+	for j := range in {
+		h.Write(j.data)
+		j.release()
 	}
 	var id ContentID
 	h.Digest().Read(id[:])
@@ -188,25 +193,24 @@ func (db *DB) contentHash(in <-chan []byte) ContentID {
 }
 
 // cut reads r, cuts it into slices and hands them out in order.
-func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, hash chan<- []byte) error {
+func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, hash chan<- *job) error {
 	max := p.db.chunker.Params().Max
-	buf := make([]byte, 0, 2*max)
-	eof := false
+	// The window is several slices long so remaining bytes are moved to
+	// its front only once every few slices.
+	buf := make([]byte, 0, 4*max)
+	pos, eof := 0, false
 	var seq uint64
 	for {
-		for !eof && len(buf) < max {
-			n, err := r.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+n]
-			if err == io.EOF {
-				eof = true
-			} else if err != nil {
-				return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
+		if !eof && len(buf)-pos < max {
+			if cap(buf)-len(buf) < max {
+				buf = buf[:copy(buf, buf[pos:])]
+				pos = 0
 			}
-			if err := ctx.Err(); err != nil {
-				return context.Cause(ctx)
+			if err := p.fill(ctx, r, &buf, pos+max, &eof); err != nil {
+				return err
 			}
 		}
-		n := p.db.chunker.Cut(buf, eof)
+		n := p.db.chunker.Cut(buf[pos:], eof)
 		if n == 0 {
 			if eof {
 				return nil
@@ -216,11 +220,12 @@ func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, has
 		if seq > math.MaxUint32 {
 			return fmt.Errorf("sealkv: %q has more than 2^32 slices", p.key)
 		}
-		data := make([]byte, n)
-		copy(data, buf[:n])
-		hash <- data
-		j := &job{seq: seq, data: data, done: make(chan struct{})}
+		j := &job{seq: seq, data: getBuf(n), done: make(chan struct{})}
+		j.users.Store(2) // the ContentID hash and the pipeline
+		copy(j.data, buf[pos:pos+n])
+		pos += n
 		seq++
+		hash <- j
 		select {
 		case order <- j:
 		case <-ctx.Done():
@@ -232,7 +237,34 @@ func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, has
 			close(j.done)
 			return context.Cause(ctx)
 		}
-		buf = buf[:copy(buf, buf[n:])]
+	}
+}
+
+// fill reads from r into *buf until it holds want bytes or r ends.
+func (p *put) fill(ctx context.Context, r io.Reader, buf *[]byte, want int, eof *bool) error {
+	b := *buf
+	defer func() { *buf = b }()
+	for len(b) < want {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			*eof = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+// release drops one user of j's ClearText buffer, recycling it after the last.
+func (j *job) release() {
+	if j.users.Add(-1) == 0 {
+		putBuf(j.data)
 	}
 }
 
@@ -266,6 +298,9 @@ func (p *put) claim(j *job) (int64, error) {
 	}
 	db.pinLocked(j.id, p.key)
 	p.pins[j.id]++
+	if rec != nil && !rec.Bad && !db.dedupHitOK(&j.id, rec) {
+		rec.Bad = true // marked in meta too: sealed anew and replaced on publish
+	}
 	if rec != nil && !rec.Bad {
 		return storedSize(rec), nil
 	}
@@ -285,11 +320,17 @@ func (p *put) seal(j *job) error {
 		var ok bool
 		if body, ok = compress(j.data); ok {
 			flags |= seal.FlagCompressed
+			defer putBuf(body)
 		}
 	}
+	if p.db.opts.Padding {
+		body, flags = seal.PadInto(getBuf(seal.PadmeLen(len(body)+1)), body), flags|seal.FlagPadded
+		defer putBuf(body)
+	}
 	ctr := p.num<<32 | j.seq
-	sealed, commit := p.db.session.Seal(nil, body, (*[64]byte)(&j.id), ctr, flags)
-	shards, err := p.coder.Encode(j.id[:], sealed)
+	sealed, commit := p.db.session.Seal(getBuf(len(body) + seal.Overhead)[:0], body, (*[64]byte)(&j.id), ctr, flags)
+	defer putBuf(sealed)
+	shards, err := p.coder.EncodeInto(getBuf(int(p.coder.StoredSize(len(sealed)))), j.id[:], sealed)
 	if err != nil {
 		return err
 	}
@@ -330,11 +371,14 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 			return nil, err
 		}
 		if j.rec != nil {
-			if err := p.add(ctx, j); err != nil {
+			err := p.add(ctx, j)
+			putBuf(j.shards[0][:cap(j.shards[0])])
+			if err != nil {
 				return nil, err
 			}
 		}
-		j.data, j.shards = nil, nil
+		j.shards = nil
+		j.release()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
@@ -342,7 +386,7 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	if err := p.w.Flush(ctx); err != nil {
 		return nil, err
 	}
-	if err := p.publish(); err != nil {
+	if err := p.publish(p.added); err != nil {
 		return nil, err
 	}
 	return c, p.writeChunk()
@@ -362,11 +406,12 @@ func (p *put) list(j *job) error {
 func (p *put) add(ctx context.Context, j *job) error {
 	loc := slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr}
 	p.pending = append(p.pending, &job{id: j.id, rec: j.rec})
+	p.added++
 	durable, err := p.w.Add(ctx, loc, (*[64]byte)(&j.id), j.shards)
-	if err != nil || !durable {
+	if err != nil {
 		return err
 	}
-	return p.publish()
+	return p.publish(durable)
 }
 
 // writeChunk writes the current manifest chunk and the references it adds,
@@ -403,12 +448,14 @@ func (p *put) writeChunk() error {
 	return nil
 }
 
-// publish writes the records of the slices whose shards are now durable,
+// publish writes the records of the slices up to the durable-th added, whose
+// shards are now durable,
 // making them visible to dedup. A slice another Put published meanwhile is
 // kept in its first form and this Put's shards of it are dropped; a slice
 // marked bad is replaced.
-func (p *put) publish() error {
-	if len(p.pending) == 0 {
+func (p *put) publish(durable int) error {
+	n := durable - p.publ
+	if n <= 0 {
 		return nil
 	}
 	db := p.db
@@ -416,7 +463,7 @@ func (p *put) publish() error {
 	defer db.mu.Unlock()
 	rel := db.newRelease()
 	defer rel.close()
-	for _, j := range p.pending {
+	for _, j := range p.pending[:n] {
 		old, err := db.sliceRecord(&j.id)
 		if err != nil {
 			return err
@@ -437,9 +484,12 @@ func (p *put) publish() error {
 		db.stats.UniqueBytes += j.rec.OriginalSize
 		db.stats.StoredBytes += storedSize(j.rec)
 	}
-	p.pending = p.pending[:0]
-	_, err := db.finishLocked(rel)
-	return err
+	if _, err := db.finishLocked(rel); err != nil {
+		return err
+	}
+	p.pending = append(p.pending[:0], p.pending[n:]...)
+	p.publ = durable
+	return nil
 }
 
 // abort undoes whatever an unsuccessful Put wrote.

@@ -141,7 +141,7 @@ func TestScrubFlippedFileBytes(t *testing.T) {
 	for _, f := range files {
 		flipBytes(t, f, 3, rng)
 	}
-	db = openDB(t, dir, &Options{Keys: keys})
+	db = openDB(t, dir, &Options{Keys: keys, Logger: quietLogger})
 	readExactOrError(t, db, "a", b)
 	rep, err := db.Scrub(ctx, ScrubOptions{Repair: true})
 	if err != nil {

@@ -14,26 +14,75 @@ import (
 	"github.com/sealkv/kv/internal/seal"
 )
 
+// KEM selects the key encapsulation of the writer sessions a DB starts.
+// Every session records its KEM, so a store holds sessions of both kinds and
+// reads them all, whatever Options.KEM says.
+type KEM int
+
+const (
+	// KEMHybrid encapsulates to ML-KEM-1024 and X25519 and combines both
+	// shared secrets, so the session key stays secret unless both are
+	// broken. It is the default.
+	KEMHybrid KEM = iota
+	// KEMMLKEM1024 encapsulates to ML-KEM-1024 alone (sessions as written
+	// before the hybrid existed). Needed only for write-only Keys read from
+	// a version-1 key file, which lack the X25519 public key.
+	KEMMLKEM1024
+)
+
 // kemMLKEM1024 tags sessions encapsulated with ML-KEM-1024 alone.
-const kemMLKEM1024 = 1
+const kemMLKEM1024 = seal.KEMMLKEM1024
+
+// sealTrace, set by tests only, sees every one-time slice key sealed by
+// sessions begun while it is set (see seal.Session.SetTrace).
+var sealTrace func(sid [seal.SessionIDSize]byte, id *[seal.IDSize]byte, ctr uint64, key [32]byte)
 
 // beginSession starts this DB's writer session: a fresh encapsulation to the
-// store's public key and a random session ID. The session record and the
+// store's public keys and a random session ID. The session record and the
 // "unclean" marker are synced before any slice is sealed under it, so a
 // reader can always decapsulate and a crash is always noticed.
 func (db *DB) beginSession() error {
 	var id [seal.SessionIDSize]byte
-	seed := make([]byte, 32)
 	if _, err := rand.Read(id[:]); err != nil {
 		return err
 	}
-	if _, err := rand.Read(seed); err != nil {
-		return err
+	var (
+		kem byte
+		ct  []byte
+		s   *seal.Session
+	)
+	switch db.opts.KEM {
+	case KEMHybrid:
+		if db.keys.xpk == nil {
+			return fmt.Errorf("%w: these write-only Keys come from a version-1 key file without an X25519 public key, "+
+				"so they cannot start hybrid sessions: export them again with WriteOnly().MarshalBinary() from the full Keys, "+
+				"or set Options.KEM to KEMMLKEM1024", ErrInvalidOptions)
+		}
+		seed := make([]byte, seal.HybridSeedSize)
+		if _, err := rand.Read(seed); err != nil {
+			return err
+		}
+		var err error
+		if ct, s, err = seal.NewHybridSession(db.keys.pk, db.keys.xpk, id, seed); err != nil {
+			return fmt.Errorf("sealkv: starting session: %w", err)
+		}
+		kem = seal.KEMHybrid
+	case KEMMLKEM1024:
+		seed := make([]byte, 32)
+		if _, err := rand.Read(seed); err != nil {
+			return err
+		}
+		ct, s = seal.NewSession(db.keys.pk, id, seed)
+		kem = kemMLKEM1024
+	default:
+		return fmt.Errorf("%w: unknown KEM %d", ErrInvalidOptions, db.opts.KEM)
 	}
-	ct, s := seal.NewSession(db.keys.pk, id, seed)
+	if f := sealTrace; f != nil {
+		s.SetTrace(func(sid *[seal.IDSize]byte, ctr uint64, key [32]byte) { f(id, sid, ctr, key) })
+	}
 	b := db.meta.NewBatch()
 	defer b.Close()
-	rec := record.Session{KEM: kemMLKEM1024, Ciphertext: ct}
+	rec := record.Session{KEM: kem, Ciphertext: ct}
 	_ = b.Set(record.SessionKey(id), rec.Encode(), nil)
 	_ = b.Set(record.UncleanKey(id), nil, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -61,10 +110,18 @@ func (db *DB) readSession(sid [seal.SessionIDSize]byte) (*seal.Session, error) {
 	}
 	rec, err := record.DecodeSession(v)
 	closer.Close()
-	if err != nil || rec.KEM != kemMLKEM1024 {
+	if err != nil {
 		return nil, fmt.Errorf("%w: session %x record", ErrCorrupt, sid)
 	}
-	s, err := seal.OpenSession(db.keys.sk, db.keys.pk, sid, rec.Ciphertext)
+	var s *seal.Session
+	switch rec.KEM {
+	case kemMLKEM1024:
+		s, err = seal.OpenSession(db.keys.sk, db.keys.pk, sid, rec.Ciphertext)
+	case seal.KEMHybrid:
+		s, err = seal.OpenHybridSession(db.keys.sk, db.keys.pk, db.keys.xsk, sid, rec.Ciphertext)
+	default:
+		err = fmt.Errorf("unknown KEM %d", rec.KEM)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: session %x: %v", ErrCorrupt, sid, err)
 	}
@@ -98,8 +155,9 @@ var (
 func compress(clear []byte) ([]byte, bool) {
 	e := encoders.Get().(*zstd.Encoder)
 	defer encoders.Put(e)
-	out := e.EncodeAll(clear, make([]byte, 0, len(clear)))
+	out := e.EncodeAll(clear, getBuf(len(clear))[:0])
 	if len(out) >= len(clear)-len(clear)/32 {
+		putBuf(out)
 		return clear, false
 	}
 	return out, true
@@ -113,4 +171,32 @@ func decompress(b []byte, size int64) ([]byte, error) {
 		return nil, errors.New("decompression failed")
 	}
 	return out, nil
+}
+
+// dedupHitOK is checked before a Put deduplicates against rec: the key
+// commitment must be the one rec's session derives for (id, ctr), and the
+// flags must be known. A record made by a faulty or malicious writer (wrong
+// public key, forged or damaged record, missing session) is marked bad in
+// meta, so this Put seals the slice anew and publish replaces the record,
+// instead of a new version referencing a slice nobody can read. It costs one
+// BLAKE3 derivation per dedup hit (and one decapsulation per session per
+// DB). Without the decapsulation key only this DB's own session can be
+// checked; other records are trusted until a read or Scrub marks them.
+// Ciphertext damage is not seen here (that needs reading the shards).
+// db.mu is held.
+func (db *DB) dedupHitOK(id *SliceID, rec *record.Slice) bool {
+	s, err := db.readSession(rec.Session)
+	switch {
+	case errors.Is(err, ErrWriteOnly):
+		return true
+	case err != nil && !errors.Is(err, ErrCorrupt):
+		return true // an I/O error says nothing about the record
+	case err == nil && rec.Flags&^seal.KnownFlags == 0 && s.CheckCommitment((*[seal.IDSize]byte)(id), rec.Ctr, &rec.Commit):
+		return true
+	}
+	bad := *rec
+	bad.Bad = true
+	db.opts.Logger.Warn("sealkv: stored slice fails its key commitment; sealing it anew", "slice", id.String(), "error", err)
+	_ = db.meta.Set(record.SliceKey((*[seal.IDSize]byte)(id)), bad.Encode(), pebble.NoSync)
+	return false
 }

@@ -101,7 +101,12 @@ func allGood(id *SliceID, shards [][]byte, size int) bool {
 func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed []byte) ([]byte, error) {
 	body, err := s.Open(nil, sealed, (*[64]byte)(id), rec.Ctr, rec.Flags, &rec.Commit)
 	if err != nil {
-		return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
+		return nil, fmt.Errorf("%w: slice %s: %w", ErrCorrupt, id, err)
+	}
+	if rec.Flags&seal.FlagPadded != 0 {
+		if body, err = seal.Unpad(body); err != nil {
+			return nil, fmt.Errorf("%w: slice %s: %w", ErrCorrupt, id, err)
+		}
 	}
 	clear := body
 	if rec.Flags&seal.FlagCompressed != 0 {

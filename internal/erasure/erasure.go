@@ -66,16 +66,26 @@ func (c *Coder) StoredSize(n int) int64 {
 // Encode splits sealed into k+m shards, each ChecksumSize bytes of checksum
 // followed by the payload. The shards share one allocation.
 func (c *Coder) Encode(id []byte, sealed []byte) ([][]byte, error) {
+	return c.EncodeInto(make([]byte, c.StoredSize(len(sealed))), id, sealed)
+}
+
+// EncodeInto is Encode with the shards placed in buf, which must hold
+// StoredSize(len(sealed)) bytes; its previous contents do not matter.
+func (c *Coder) EncodeInto(buf []byte, id []byte, sealed []byte) ([][]byte, error) {
 	size := c.ShardSize(len(sealed))
 	n := c.k + c.m
-	buf := make([]byte, n*(ChecksumSize+size))
+	if int64(len(buf)) < c.StoredSize(len(sealed)) {
+		return nil, errors.New("erasure: buffer too small")
+	}
 	shards := make([][]byte, n)
 	payload := make([][]byte, n)
 	for i := range shards {
 		shards[i] = buf[i*(ChecksumSize+size) : (i+1)*(ChecksumSize+size)]
 		payload[i] = shards[i][ChecksumSize:]
-		if i < c.k && i*size < len(sealed) {
-			copy(payload[i], sealed[i*size:])
+		if i < c.k {
+			// Zero the padding: buf may be recycled and must not carry
+			// old bytes to disk.
+			clear(payload[i][copy(payload[i], sealed[min(i*size, len(sealed)):]):])
 		}
 	}
 	if c.enc != nil {

@@ -1,11 +1,14 @@
-// Package seal implements sealkv's sealing construction (DESIGN.md, "Sealing"):
-// one ML-KEM-1024 encapsulation per writer session, and from the session key a
-// fresh AES-256-GCM key and a key commitment for every slice.
+// Package seal implements sealkv's sealing construction (DESIGN.md, "Sealing";
+// SECURITY.md): one key encapsulation per writer session (ML-KEM-1024 alone,
+// or ML-KEM-1024 combined with X25519, see hybrid.go), and from the session
+// key a fresh AES-256-GCM key and a key commitment for every slice.
 //
 // Because each derived key seals exactly one message, the GCM nonce is fixed
 // at zero: a (key, nonce) pair can only repeat if the KDF input (session key,
 // SliceID, counter) repeats, and the session key is fresh per session while
-// the counter is unique within it.
+// the counter is unique within it. Since the SliceID (a keyed hash of the
+// plaintext) is part of the KDF input, even a repeated counter would only
+// repeat a key for the same plaintext, which then seals to the same bytes.
 package seal
 
 import (
@@ -14,6 +17,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/cloudflare/circl/kem/mlkem/mlkem1024"
 	"github.com/zeebo/blake3"
@@ -33,12 +37,32 @@ const (
 
 // Flag bits bound into the AAD of a sealed slice.
 const (
+	// FlagCompressed: the plaintext is zstd-compressed.
 	FlagCompressed byte = 1 << 0
+	// FlagPadded: the plaintext (after compression) carries Padmé padding
+	// (see Pad); Open's caller strips it with Unpad.
+	FlagPadded byte = 1 << 1
+
+	// KnownFlags are the flags this version understands. Open refuses any
+	// other bit rather than misreading a slice from a newer format.
+	KnownFlags = FlagCompressed | FlagPadded
 )
 
-// ErrOpen is returned when a sealed slice fails the key commitment or GCM
-// authentication. Callers wrap it with their own corruption error.
-var ErrOpen = errors.New("seal: authentication failed")
+// Errors of Open. The last three wrap ErrOpen; callers wrap them with their own
+// corruption error.
+var (
+	// ErrOpen is returned when a sealed slice fails the key commitment, the
+	// GCM authentication or carries unknown flags.
+	ErrOpen = errors.New("seal: authentication failed")
+	// ErrCommitment: the stored key commitment is not the one derived for
+	// (session, SliceID, counter). It is checked before any decryption.
+	ErrCommitment = fmt.Errorf("%w: key commitment mismatch", ErrOpen)
+	// ErrTag: the commitment matched but the GCM tag did not (ciphertext,
+	// flags or other AAD changed).
+	ErrTag = fmt.Errorf("%w: GCM tag mismatch", ErrOpen)
+	// ErrFlags: the record has flag bits this version does not know.
+	ErrFlags = fmt.Errorf("%w: unknown flags", ErrOpen)
+)
 
 var zeroNonce [12]byte
 
@@ -47,7 +71,14 @@ var zeroNonce [12]byte
 type Session struct {
 	ID  [SessionIDSize]byte
 	Key [32]byte
+
+	trace func(id *[IDSize]byte, ctr uint64, key [32]byte)
 }
+
+// SetTrace makes Seal call f with the SliceID, counter and one-time key of
+// every slice it seals. It exists for the nonce-uniqueness test only; f must
+// be safe for concurrent use. Never set it outside tests: it sees keys.
+func (s *Session) SetTrace(f func(id *[IDSize]byte, ctr uint64, key [32]byte)) { s.trace = f }
 
 // NewSession encapsulates a fresh shared secret to pk and derives the session
 // key. ct must be persisted (with id) before any slice sealed under the
@@ -111,19 +142,27 @@ func (s *Session) AAD(id *[IDSize]byte, ctr uint64, flags byte) []byte {
 // key commitment to store beside it.
 func (s *Session) Seal(dst, plaintext []byte, id *[IDSize]byte, ctr uint64, flags byte) ([]byte, [32]byte) {
 	key, commit := s.SliceKeys(id, ctr)
+	if s.trace != nil {
+		s.trace(id, ctr, key)
+	}
 	return gcm(key).Seal(dst, zeroNonce[:], plaintext, s.AAD(id, ctr, flags)), commit
 }
 
-// Open checks the key commitment in constant time, then authenticates and
-// decrypts sealed, appending the plaintext to dst.
+// Open checks the flags and the key commitment (in constant time) and only
+// then authenticates and decrypts sealed, appending the plaintext to dst.
+// A commitment made under another key (another session, counter or
+// SliceID) gives ErrCommitment without any AES operation on sealed.
 func (s *Session) Open(dst, sealed []byte, id *[IDSize]byte, ctr uint64, flags byte, commit *[32]byte) ([]byte, error) {
+	if flags&^KnownFlags != 0 {
+		return nil, ErrFlags
+	}
 	key, want := s.SliceKeys(id, ctr)
 	if subtle.ConstantTimeCompare(want[:], commit[:]) != 1 {
-		return nil, ErrOpen
+		return nil, ErrCommitment
 	}
 	out, err := gcm(key).Open(dst, zeroNonce[:], sealed, s.AAD(id, ctr, flags))
 	if err != nil {
-		return nil, ErrOpen
+		return nil, ErrTag
 	}
 	return out, nil
 }

@@ -62,6 +62,9 @@ type Pebble struct {
 	opts *pebble.Options
 	dir  string
 	seq  atomic.Uint64 // names temporary sstables
+
+	compact *compactor            // reclaims the space of deleted shards
+	failed  atomic.Pointer[error] // set by guard: no more writes
 }
 
 // Open opens or creates the slice keyspace in dir.
@@ -90,7 +93,7 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Pebble{db: db, opts: opts, dir: dir}
+	s := &Pebble{db: db, opts: opts, dir: dir, compact: newCompactor(db, logger)}
 	s.cleanTmp()
 	return s, nil
 }
@@ -119,7 +122,10 @@ func (s *Pebble) cleanTmp() {
 }
 
 // Close closes the keyspace.
-func (s *Pebble) Close() error { return s.db.Close() }
+func (s *Pebble) Close() error {
+	s.compact.close()
+	return s.db.Close()
+}
 
 // DB exposes the Pebble instance for metrics and tests.
 func (s *Pebble) DB() *pebble.DB { return s.db }
@@ -171,7 +177,11 @@ func (s *Pebble) getOne(k []byte) []byte {
 }
 
 // PutShard rewrites one shard durably (repair).
-func (s *Pebble) PutShard(_ context.Context, l Location, idx int, shard []byte) error {
+func (s *Pebble) PutShard(_ context.Context, l Location, idx int, shard []byte) (err error) {
+	if err := s.err(); err != nil {
+		return err
+	}
+	defer s.guard(&err)
 	return s.db.Set(l.Key(idx), shard, pebble.Sync)
 }
 
@@ -182,12 +192,18 @@ func (s *Pebble) Delete(_ context.Context, locs []Location) error {
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, l := range locs {
-		if err := b.DeleteRange(l.Key(0), next(l).Key(0), nil); err != nil {
+	spans := make([]span, len(locs))
+	for i, l := range locs {
+		spans[i] = span{lo: l.Key(0), hi: next(l).Key(0)}
+		if err := b.DeleteRange(spans[i].lo, spans[i].hi, nil); err != nil {
 			return err
 		}
 	}
-	return b.Commit(pebble.Sync)
+	if err := s.commit(b); err != nil {
+		return err
+	}
+	s.compact.deleted(spans)
+	return nil
 }
 
 func next(l Location) Location { return Location{Session: l.Session, Ctr: l.Ctr + 1} }
@@ -233,9 +249,10 @@ func endOfSession(sid [16]byte) []byte {
 	return []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 }
 
-// pebbleWriter collects the shards of one Put, in ascending key order, and makes
-// them durable: small Puts as one synced batch, large ones as sstables that
-// are ingested as they fill.
+// pebbleWriter collects the shards of one Put, in ascending key order, and
+// makes them durable: small Puts as one synced batch, large ones as
+// sstables. A full sstable is synced and ingested in the background while
+// the next one fills, so the Put's pipeline does not stall on the disk.
 type pebbleWriter struct {
 	s       *Pebble
 	pending [][2][]byte // key, value; in key order
@@ -243,32 +260,46 @@ type pebbleWriter struct {
 	table   *sstable.Writer
 	path    string
 	lastKey []byte
+
+	added   int // slices added
+	durable int // slices known durable
+	// ingest is the sstable being synced and ingested, if any.
+	ingest chan ingested
+}
+
+type ingested struct {
+	upto int // durable count once this ingest succeeded
+	err  error
 }
 
 // NewWriter starts a Writer.
 func (s *Pebble) NewWriter() Writer { return &pebbleWriter{s: s} }
 
 // Add appends the shards and header of the slice at l. Locations must
-// increase from call to call. It returns true when everything added so far
-// (this slice included) has become durable, so the caller may publish it.
-func (w *pebbleWriter) Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (bool, error) {
+// increase from call to call. It returns how many of the slices added so
+// far are durable (they are durable in the order they were added).
+func (w *pebbleWriter) Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (int, error) {
 	for i, sh := range shards {
 		if err := w.set(l.Key(i), sh); err != nil {
-			return false, err
+			return w.durable, err
 		}
 	}
 	if err := w.set(l.Key(HeaderIndex), id[:]); err != nil {
-		return false, err
+		return w.durable, err
 	}
+	w.added++
 	if w.table == nil && w.size > batchLimit {
 		if err := w.startTable(); err != nil {
-			return false, err
+			return w.durable, err
 		}
 	}
 	if w.table != nil && w.table.Raw().EstimatedSize() >= tableLimit {
-		return true, w.ingest(ctx)
+		if err := w.wait(); err != nil {
+			return w.durable, err
+		}
+		w.startIngest(ctx)
 	}
-	return false, nil
+	return w.durable, w.poll()
 }
 
 func (w *pebbleWriter) set(k, v []byte) error {
@@ -279,7 +310,7 @@ func (w *pebbleWriter) set(k, v []byte) error {
 	if w.table != nil {
 		return w.table.Set(k, v)
 	}
-	w.pending = append(w.pending, [2][]byte{k, v})
+	w.pending = append(w.pending, [2][]byte{k, bytes.Clone(v)}) // the caller reuses v
 	w.size += len(k) + len(v)
 	return nil
 }
@@ -302,38 +333,84 @@ func (w *pebbleWriter) startTable() error {
 	return nil
 }
 
-// ingest finishes (and syncs) the current sstable and ingests it.
-func (w *pebbleWriter) ingest(ctx context.Context) error {
-	t := w.table
+// startIngest finishes (syncs) the current sstable and ingests it in the
+// background.
+func (w *pebbleWriter) startIngest(ctx context.Context) {
+	t, path, upto := w.table, w.path, w.added
 	w.table = nil
-	if err := t.Close(); err != nil {
-		return err
+	w.ingest = make(chan ingested, 1)
+	go func(done chan<- ingested) {
+		err := t.Close()
+		if err == nil {
+			err = w.s.db.Ingest(ctx, []string{path})
+		} else {
+			_ = w.s.opts.FS.Remove(path)
+		}
+		done <- ingested{upto: upto, err: err}
+	}(w.ingest)
+}
+
+// poll notes a finished background ingest without waiting.
+func (w *pebbleWriter) poll() error {
+	if w.ingest == nil {
+		return nil
 	}
-	return w.s.db.Ingest(ctx, []string{w.path})
+	select {
+	case r := <-w.ingest:
+		return w.finish(r)
+	default:
+		return nil
+	}
+}
+
+// wait waits for the background ingest, if any.
+func (w *pebbleWriter) wait() error {
+	if w.ingest == nil {
+		return nil
+	}
+	return w.finish(<-w.ingest)
+}
+
+func (w *pebbleWriter) finish(r ingested) error {
+	w.ingest = nil
+	if r.err != nil {
+		return r.err
+	}
+	w.durable = r.upto
+	return nil
 }
 
 // Flush makes everything added durable.
 func (w *pebbleWriter) Flush(ctx context.Context) error {
+	if err := w.wait(); err != nil {
+		return err
+	}
 	if w.table != nil {
-		return w.ingest(ctx)
+		w.startIngest(ctx)
+		return w.wait()
 	}
-	if len(w.pending) == 0 {
-		return nil
-	}
-	b := w.s.db.NewBatch()
-	defer b.Close()
-	for _, kv := range w.pending {
-		if err := b.Set(kv[0], kv[1], nil); err != nil {
+	if len(w.pending) > 0 {
+		b := w.s.db.NewBatch()
+		defer b.Close()
+		for _, kv := range w.pending {
+			if err := b.Set(kv[0], kv[1], nil); err != nil {
+				return err
+			}
+		}
+		if err := w.s.commit(b); err != nil {
 			return err
 		}
+		w.pending, w.size = nil, 0
 	}
-	w.pending, w.size = nil, 0
-	return b.Commit(pebble.Sync)
+	w.durable = w.added
+	return nil
 }
 
-// Abort drops whatever has not been made durable. Shards already ingested
-// stay; the caller removes them with DeletePut.
+// Abort drops whatever has not been made durable. It waits for a
+// background ingest, whose slices are then durable but unpublished: the
+// caller deletes them.
 func (w *pebbleWriter) Abort() {
+	_ = w.wait()
 	if w.table != nil {
 		_ = w.table.Close()
 		_ = w.s.opts.FS.Remove(w.path)

@@ -35,9 +35,12 @@ type Store interface {
 
 // Writer collects the slices of one Put, in increasing Location order.
 type Writer interface {
-	// Add queues the shards of the slice id at l. It returns true when
-	// every slice added so far has become durable.
-	Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (durable bool, err error)
+	// Add queues the shards of the slice id at l. It returns how many of
+	// the slices added so far (counting from the first Add) are durable;
+	// slices become durable in the order they were added. The caller
+	// publishes a slice only once it is durable. Add must not retain
+	// shards after it returns: the caller reuses their memory.
+	Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (durable int, err error)
 	// Flush makes every slice added durable.
 	Flush(ctx context.Context) error
 	// Abort drops what has not been made durable.
