@@ -38,6 +38,7 @@ func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
 		return nil, err
 	}
 	sealed, _, _, err := db.readSealed(ctx, id, rec, false)
+	defer putBuf(sealed)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			db.markBad(id, rec)
@@ -61,17 +62,17 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 		return nil, nil, nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
 	}
 	loc := slicestore.Location{Session: rec.Session, Ctr: rec.Ctr}
-	size := coder.ShardSize(int(rec.SealedSize))
 	n := rec.K + rec.M
 	if !repair {
-		data, err := db.slices.Get(ctx, loc, rec.K)
+		// Fast path: the k data shards alone, when all are good.
+		shards, err := db.slices.Get(ctx, loc, rec.K)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if allGood(id, data, size) {
-			shards := append(data, make([][]byte, rec.M)...)
-			sealed, _, _, err := coder.Decode(id[:], shards, int(rec.SealedSize), false)
-			return sealed, nil, nil, err
+		shards = append(shards, make([][]byte, rec.M)...)
+		sealed, bad, _, err := coder.DecodeInto(getBuf(int(rec.SealedSize)), id[:], shards, int(rec.SealedSize), false)
+		if err == nil && (len(bad) == 0 || bad[0] >= rec.K) {
+			return sealed, nil, nil, nil
 		}
 	}
 	shards, err := db.slices.Get(ctx, loc, n)
@@ -86,15 +87,6 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 		db.opts.Logger.Warn("sealkv: slice read with repair from parity", "slice", id.String(), "bad_shards", bad)
 	}
 	return sealed, bad, rebuilt, nil
-}
-
-func allGood(id *SliceID, shards [][]byte, size int) bool {
-	for i, s := range shards {
-		if s == nil || !erasure.Good(id[:], i, s, size) {
-			return false
-		}
-	}
-	return true
 }
 
 // openSealed authenticates, decrypts, decompresses and checks a slice.

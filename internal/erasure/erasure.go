@@ -127,6 +127,12 @@ func Good(id []byte, idx int, shard []byte, size int) bool {
 // repair is true the rebuilt shards (with checksums) are returned in
 // rebuilt, indexed like shards; otherwise rebuilt is nil.
 func (c *Coder) Decode(id []byte, shards [][]byte, n int, repair bool) (sealed []byte, bad []int, rebuilt [][]byte, err error) {
+	return c.DecodeInto(nil, id, shards, n, repair)
+}
+
+// DecodeInto is Decode appending the SealedSlice to dst[:0] (reusing its
+// memory when large enough).
+func (c *Coder) DecodeInto(dst, id []byte, shards [][]byte, n int, repair bool) (sealed []byte, bad []int, rebuilt [][]byte, err error) {
 	if len(shards) != c.k+c.m {
 		return nil, nil, nil, fmt.Errorf("erasure: got %d shards, layout has %d", len(shards), c.k+c.m)
 	}
@@ -144,12 +150,12 @@ func (c *Coder) Decode(id []byte, shards [][]byte, n int, repair bool) (sealed [
 	if good < c.k {
 		return nil, bad, nil, ErrTooFewShards
 	}
-	if len(bad) > 0 {
+	if len(bad) > 0 && (repair || bad[0] < c.k) {
 		if err := c.reconstruct(payload, repair); err != nil {
 			return nil, bad, nil, err
 		}
 	}
-	sealed = make([]byte, 0, c.k*size)
+	sealed = dst[:0]
 	for i := 0; i < c.k; i++ {
 		sealed = append(sealed, payload[i]...)
 	}
