@@ -179,10 +179,23 @@ func WithParent(parent string) PutOption {
 // version; p's manifest is then released like a deleted one.
 func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
 	db.mu.Lock()
-	defer db.mu.Unlock()
+	d, synced, err := db.commitPutLocked(p, c, po)
+	db.mu.Unlock()
+	if err == nil && !synced {
+		// Group commit: concurrent Puts share this WAL sync, which also
+		// makes every earlier batch durable.
+		err = db.meta.LogData(nil, pebble.Sync)
+	}
+	return d, err
+}
+
+// commitPutLocked writes the Put's last records and manifest chunk and the
+// new version in one batch. It reports whether that batch was synced; if
+// not, the caller syncs after releasing db.mu.
+func (db *DB) commitPutLocked(p *put, c *content, po putOptions) (*Data, bool, error) {
 	if po.parent != "" {
 		if _, err := getData(db.meta, po.parent); err != nil {
-			return nil, fmt.Errorf("parent: %w", err)
+			return nil, false, fmt.Errorf("parent: %w", err)
 		}
 	}
 	d, err := getData(db.meta, p.key)
@@ -191,15 +204,25 @@ func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
 		d = &record.Data{NextVersion: 1}
 		db.stats.Data++
 	case err != nil:
-		return nil, err
+		return nil, false, err
 	}
 	rel := db.newRelease()
 	defer rel.close()
+	if err := p.publishLocked(rel, p.added); err != nil {
+		return nil, false, err
+	}
 	if n := len(d.Versions); n > 0 && d.Versions[n-1].ContentID == c.id {
-		if err := rel.manifest(p.manifest); err != nil {
-			return nil, err
+		// Same content as the current version: drop this Put's manifest.
+		if p.wrote {
+			if err := rel.manifest(p.manifest); err != nil {
+				return nil, false, err
+			}
+		}
+		for i := range p.chunk {
+			rel.candidate(SliceID(p.chunk[i].ID))
 		}
 	} else {
+		p.chunkInto(rel.b)
 		v := record.Version{Version: d.NextVersion, ContentID: c.id, OriginalSize: c.size, StorageSize: c.stored, NumSlices: c.slices, Created: now().UnixNano(), Manifest: p.manifest}
 		d.NextVersion++
 		d.Versions = append(d.Versions, v)
@@ -207,6 +230,7 @@ func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
 		_ = rel.b.Set(record.ManifestKey(p.manifest), m.Encode(), nil)
 		db.stats.Versions++
 		db.stats.LogicalBytes += c.size
+		rel.lazySync = true
 	}
 	if po.parent != "" && po.parent != d.Parent {
 		if d.Parent != "" {
@@ -216,10 +240,13 @@ func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
 		_ = rel.b.Set(record.ChildKey(d.Parent, p.key), nil, nil)
 	}
 	_ = rel.b.Set(record.DataKey(p.key), d.Encode(), nil)
-	if _, err := db.finishLocked(rel); err != nil {
-		return nil, err
+	synced, err := db.commitRelease(rel)
+	if err != nil {
+		return nil, false, err
 	}
-	return toData(p.key, d), nil
+	p.published(p.added)
+	p.chunkWritten()
+	return toData(p.key, d), synced, nil
 }
 
 // commitLocked writes the stats into b and commits it. On failure the

@@ -137,6 +137,9 @@ type release struct {
 	gone       map[record.ManifestID]bool
 	candidates map[SliceID]bool
 	drops      []slicestore.Location // shards to remove once committed
+	// lazySync lets a release with nothing to remove commit without a
+	// sync; the caller syncs after releasing db.mu (group commit).
+	lazySync bool
 }
 
 func (db *DB) newRelease() *release {
@@ -188,6 +191,19 @@ func (r *release) manifest(m record.ManifestID) error {
 // and then removes the shards of deleted slices. A crash after the commit
 // is finished by recovery from the intent written in the same batch.
 func (db *DB) finishLocked(r *release) (*DeleteReport, error) {
+	r.lazySync = false
+	rep, _, err := db.finishRelease(r)
+	return rep, err
+}
+
+// commitRelease is finishLocked that may leave the sync to the caller
+// (r.lazySync, and nothing to remove); it reports whether it synced.
+func (db *DB) commitRelease(r *release) (bool, error) {
+	_, synced, err := db.finishRelease(r)
+	return synced, err
+}
+
+func (db *DB) finishRelease(r *release) (*DeleteReport, bool, error) {
 	rep := &DeleteReport{}
 	ids := make([]SliceID, 0, len(r.candidates))
 	for id := range r.candidates {
@@ -197,7 +213,7 @@ func (db *DB) finishLocked(r *release) (*DeleteReport, error) {
 	for _, id := range ids {
 		by, err := db.referencedBy(&id, r.gone)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if len(by) > 0 {
 			rep.Kept = append(rep.Kept, KeptSlice{ID: id, ReferencedBy: by})
@@ -205,7 +221,7 @@ func (db *DB) finishLocked(r *release) (*DeleteReport, error) {
 		}
 		rec, err := db.sliceRecord(&id)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if rec == nil {
 			continue // never published: its Put's shards are dropped by the Put
@@ -223,16 +239,21 @@ func (db *DB) finishLocked(r *release) (*DeleteReport, error) {
 		intent = record.IntentKey(db.intents)
 		_ = r.b.Set(intent, encodeLocs(r.drops), nil)
 	}
-	if err := db.commitLocked(r.b, pebble.Sync); err != nil {
-		return nil, err
+	sync := !r.lazySync || intent != nil
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	if err := db.commitLocked(r.b, opts); err != nil {
+		return nil, false, err
 	}
 	if intent != nil {
 		if err := db.slices.Delete(context.Background(), r.drops); err != nil {
-			return rep, fmt.Errorf("sealkv: removing shards (recovery will finish it): %w", err)
+			return rep, sync, fmt.Errorf("sealkv: removing shards (recovery will finish it): %w", err)
 		}
 		_ = db.meta.Delete(intent, pebble.NoSync)
 	}
-	return rep, nil
+	return rep, sync, nil
 }
 
 func encodeLocs(locs []slicestore.Location) []byte {

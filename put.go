@@ -315,6 +315,9 @@ func (p *put) claim(j *job) (int64, error) {
 
 // seal compresses, seals and erasure codes j's slice.
 func (p *put) seal(j *job) error {
+	if p.num > math.MaxUint32 { // num<<32 would wrap: counters (and slice locations) would repeat
+		return fmt.Errorf("sealkv: this DB's session has used all 2^32 put numbers; reopen it to start a new session")
+	}
 	body, flags := j.data, byte(0)
 	if p.db.opts.Compression == CompressionZstd {
 		var ok bool
@@ -383,13 +386,8 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	if err := p.w.Flush(ctx); err != nil {
-		return nil, err
-	}
-	if err := p.publish(p.added); err != nil {
-		return nil, err
-	}
-	return c, p.writeChunk()
+	// The last records and manifest chunk go into the commit's batch.
+	return c, p.w.Flush(ctx)
 }
 
 // list appends j's slice to the manifest, writing a full chunk.
@@ -425,6 +423,19 @@ func (p *put) writeChunk() error {
 	defer db.mu.Unlock()
 	b := db.meta.NewBatch()
 	defer b.Close()
+	p.chunkInto(b)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("sealkv: writing manifest: %w", err)
+	}
+	p.chunkWritten()
+	return nil
+}
+
+// chunkInto adds the current manifest chunk and its references to b.
+func (p *put) chunkInto(b *pebble.Batch) {
+	if len(p.chunk) == 0 {
+		return
+	}
 	if !p.wrote {
 		m := record.Manifest{Key: p.key}
 		_ = b.Set(record.ManifestKey(p.manifest), m.Encode(), nil)
@@ -433,29 +444,29 @@ func (p *put) writeChunk() error {
 	for i := range p.chunk {
 		_ = b.Set(record.RefKey(&p.chunk[i].ID, p.manifest), nil, nil)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("sealkv: writing manifest: %w", err)
+}
+
+// chunkWritten releases the chunk's pins once its batch has committed: the
+// references now protect the slices. db.mu is held.
+func (p *put) chunkWritten() {
+	if len(p.chunk) == 0 {
+		return
 	}
 	p.wrote = true
 	for i := range p.chunk {
 		id := SliceID(p.chunk[i].ID)
-		db.unpinLocked(id, p.key)
+		p.db.unpinLocked(id, p.key)
 		if p.pins[id]--; p.pins[id] == 0 {
 			delete(p.pins, id)
 		}
 	}
 	p.chunk, p.start = p.chunk[:0], p.off
-	return nil
 }
 
-// publish writes the records of the slices up to the durable-th added, whose
-// shards are now durable,
-// making them visible to dedup. A slice another Put published meanwhile is
-// kept in its first form and this Put's shards of it are dropped; a slice
-// marked bad is replaced.
+// publish writes the records of the slices up to the durable-th added
+// (whose shards are now durable), making them visible to dedup.
 func (p *put) publish(durable int) error {
-	n := durable - p.publ
-	if n <= 0 {
+	if durable <= p.publ {
 		return nil
 	}
 	db := p.db
@@ -463,7 +474,22 @@ func (p *put) publish(durable int) error {
 	defer db.mu.Unlock()
 	rel := db.newRelease()
 	defer rel.close()
-	for _, j := range p.pending[:n] {
+	if err := p.publishLocked(rel, durable); err != nil {
+		return err
+	}
+	if _, err := db.finishLocked(rel); err != nil {
+		return err
+	}
+	p.published(durable)
+	return nil
+}
+
+// publishLocked adds to rel the records of the slices up to the durable-th
+// added. A slice another Put published meanwhile is kept in its first form
+// and this Put's shards of it are dropped; a slice marked bad is replaced.
+func (p *put) publishLocked(rel *release, durable int) error {
+	db := p.db
+	for _, j := range p.pending[:durable-p.publ] {
 		old, err := db.sliceRecord(&j.id)
 		if err != nil {
 			return err
@@ -484,12 +510,13 @@ func (p *put) publish(durable int) error {
 		db.stats.UniqueBytes += j.rec.OriginalSize
 		db.stats.StoredBytes += storedSize(j.rec)
 	}
-	if _, err := db.finishLocked(rel); err != nil {
-		return err
-	}
-	p.pending = append(p.pending[:0], p.pending[n:]...)
-	p.publ = durable
 	return nil
+}
+
+// published notes that the slices up to the durable-th are published.
+func (p *put) published(durable int) {
+	p.pending = append(p.pending[:0], p.pending[durable-p.publ:]...)
+	p.publ = durable
 }
 
 // abort undoes whatever an unsuccessful Put wrote.

@@ -337,7 +337,10 @@ func (r *Reader) chunkAt(off int64) (*chunkIndex, error) {
 	}
 	defer it.Close()
 	if !it.Last() {
-		return nil, errors.Join(it.Error(), fmt.Errorf("%w: manifest %x has no chunk at %d", ErrCorrupt, r.manifest, off))
+		if err := it.Error(); err != nil {
+			return nil, err
+		}
+		return nil, r.missing(off)
 	}
 	k := it.Key()
 	start := int64(beUint64(k[len(k)-8:]))
@@ -355,6 +358,15 @@ func (r *Reader) chunkAt(off int64) (*chunkIndex, error) {
 	}
 	r.chunk = c
 	return c, nil
+}
+
+// missing explains a manifest chunk that is not there: the version was
+// deleted while being read (ErrNotFound), or the store lost it (ErrCorrupt).
+func (r *Reader) missing(off int64) error {
+	if _, err := r.db.manifestKey(r.manifest); errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("%w: content deleted while being read", ErrNotFound)
+	}
+	return fmt.Errorf("%w: manifest %x has no chunk at %d", ErrCorrupt, r.manifest, off)
 }
 
 func beUint64(b []byte) uint64 {
