@@ -125,7 +125,8 @@ func (db *DB) markBad(id *SliceID, rec *record.Slice) {
 	_ = db.meta.Set(record.SliceKey((*[64]byte)(id)), cur.Encode(), pebble.Sync)
 }
 
-// Get returns a Reader of the current version of key.
+// Get returns a Reader of the current version of key. ctx also governs the
+// Reader's reads: cancel it and they fail.
 func (db *DB) Get(ctx context.Context, key string) (*Reader, error) {
 	return db.get(ctx, key, 0)
 }
