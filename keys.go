@@ -22,15 +22,20 @@ import (
 // secret from which the dedup and chunker keys are derived.
 //
 // A Keys value never prints its secrets: fmt and log/slog show only its
-// fingerprint and whether it is write-only. The secrets sit behind a
-// pointer, so that even a Keys value inside another struct's unexported
-// field, which fmt prints by reflection without calling Keys' methods,
-// shows an address and not the bytes.
+// fingerprint and whether it is write-only. The secrets sit two pointers
+// away, so that even a Keys value inside another struct's unexported field,
+// which fmt prints by reflection without calling Keys' methods, shows an
+// address and not the bytes (fmt follows one pointer when it reports a bad
+// verb, e.g. %s on a pointer, hence two).
 type Keys struct {
-	*keySecrets // nil only in the zero Keys
-	pk          *mlkem1024.PublicKey
-	xpk         *ecdh.PublicKey // nil only for write-only keys read from a version-1 file
+	*keyRef // nil only in the zero Keys
+	pk      *mlkem1024.PublicKey
+	xpk     *ecdh.PublicKey // nil only for write-only keys read from a version-1 file
 }
+
+type keyRef struct{ *keySecrets }
+
+func newKeyRef(s *keySecrets) *keyRef { return &keyRef{s} }
 
 type keySecrets struct {
 	seed   []byte                // ML-KEM decapsulation key seed; nil when write-only
@@ -68,7 +73,7 @@ func GenerateKeys() (*Keys, error) {
 	if _, err := rand.Read(buf); err != nil {
 		return nil, fmt.Errorf("sealkv: generating keys: %w", err)
 	}
-	k := &Keys{keySecrets: &keySecrets{}}
+	k := &Keys{keyRef: newKeyRef(&keySecrets{})}
 	copy(k.secret[:], buf[seedSize:])
 	k.setSeed(buf[:seedSize])
 	clear(buf)
@@ -98,7 +103,7 @@ func ParseKeys(b []byte) (*Keys, error) {
 		return nil, fmt.Errorf("%w: unsupported key format version %d", ErrInvalidKeys, v)
 	}
 	kind, rest := body[len(keysMagic)+1], body[len(keysMagic)+2:]
-	k := &Keys{keySecrets: &keySecrets{}}
+	k := &Keys{keyRef: newKeyRef(&keySecrets{})}
 	switch {
 	case v == keysVersion && kind == kindFull && len(rest) == seedSize+storeSecretLen:
 		k.setSeed(rest[:seedSize])
@@ -125,7 +130,7 @@ func ParseKeys(b []byte) (*Keys, error) {
 // MarshalBinary encodes k for storage. Write-only keys encode the public keys
 // instead of the decapsulation seed, so the result holds no way to read.
 func (k *Keys) MarshalBinary() ([]byte, error) {
-	if k.pk == nil || k.keySecrets == nil {
+	if k.pk == nil || k.keyRef == nil {
 		return nil, fmt.Errorf("%w: zero Keys", ErrInvalidKeys)
 	}
 	b := []byte(keysMagic)
@@ -150,11 +155,11 @@ func (k *Keys) MarshalBinary() ([]byte, error) {
 // seed and the X25519 private key derived from it): a store opened with it
 // can Put (and deduplicate) but never read anything back.
 func (k *Keys) WriteOnly() *Keys {
-	return &Keys{keySecrets: &keySecrets{secret: k.secret}, pk: k.pk, xpk: k.xpk}
+	return &Keys{keyRef: newKeyRef(&keySecrets{secret: k.secret}), pk: k.pk, xpk: k.xpk}
 }
 
 // CanRead reports whether k holds the decapsulation key.
-func (k Keys) CanRead() bool { return k.keySecrets != nil && k.sk != nil }
+func (k Keys) CanRead() bool { return k.keyRef != nil && k.sk != nil }
 
 func (k Keys) publicKey() []byte {
 	b := make([]byte, mlkem1024.PublicKeySize)
@@ -184,7 +189,7 @@ func (k *Keys) derive(purpose string) []byte {
 // String shows the fingerprint prefix only. The printing methods have value
 // receivers so that printing a dereferenced Keys is redacted too.
 func (k Keys) String() string {
-	if k.pk == nil || k.keySecrets == nil {
+	if k.pk == nil || k.keyRef == nil {
 		return "kv.Keys{}"
 	}
 	fp := k.Fingerprint()

@@ -127,9 +127,16 @@ func TestScrubUnreadable(t *testing.T) {
 // disk: reads return exact bytes or an error, never wrong bytes, and Scrub
 // repairs what parity covers.
 func TestScrubFlippedFileBytes(t *testing.T) {
+	t.Run("64KiB slices", func(t *testing.T) { flippedFileBytes(t, 16<<10, 64<<10, 256<<10) })
+	// Small slices have shards far smaller than a Pebble block; each must
+	// still be checksummed on its own so one flip costs one shard.
+	t.Run("4KiB slices", func(t *testing.T) { flippedFileBytes(t, 1<<10, 4<<10, 16<<10) })
+}
+
+func flippedFileBytes(t *testing.T, minSize, avgSize, maxSize int) {
 	dir := t.TempDir()
 	keys := newKeys(t)
-	db := openDB(t, dir, &Options{Keys: keys, MinSliceSize: 16 << 10, AvgSliceSize: 64 << 10, MaxSliceSize: 256 << 10})
+	db := openDB(t, dir, &Options{Keys: keys, MinSliceSize: minSize, AvgSliceSize: avgSize, MaxSliceSize: maxSize})
 	b := randBytes(12 << 20) // ingested as an sstable
 	mustPut(t, db, "a", b)
 	db.Close()
@@ -153,6 +160,9 @@ func TestScrubFlippedFileBytes(t *testing.T) {
 	}
 	if len(rep.Unreadable) == 0 && !bytes.Equal(get(t, db, "a"), b) {
 		t.Fatal("repaired content differs")
+	}
+	if rep.ShardsBad > 3*(rep.ShardsRepaired+1) {
+		t.Fatalf("3 flipped bits damaged %d shards", rep.ShardsBad)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -53,6 +54,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Short:         "Encrypted, deduplicated, self-repairing blob store",
 		Long:          rootLong,
 		Args:          usageArgs(cobra.NoArgs),
+		RunE:          func(c *cobra.Command, _ []string) error { return c.Help() },
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -72,22 +74,14 @@ func (a *app) rootCommand() *cobra.Command {
 	return root
 }
 
-// commands lists the subcommands; optional ones (scrub) register through
-// extraCommands.
+// commands lists the subcommands.
 func (a *app) commands() []*cobra.Command {
-	cmds := []*cobra.Command{
+	return []*cobra.Command{
 		a.keygenCommand(), a.putCommand(), a.getCommand(), a.lsCommand(),
-		a.versionsCommand(), a.rmCommand(), a.pruneCommand(), a.statsCommand(),
-		a.demoCommand(), a.panicCommand(),
+		a.versionsCommand(), a.rmCommand(), a.pruneCommand(), a.scrubCommand(),
+		a.statsCommand(), a.demoCommand(), a.panicCommand(),
 	}
-	for _, f := range extraCommands {
-		cmds = append(cmds, f(a))
-	}
-	return cmds
 }
-
-// extraCommands are added by files built only under a build tag.
-var extraCommands []func(*app) *cobra.Command
 
 // panicCommand is a hidden command that panics, so tests can check that a
 // panic ends in one line and exit code 2.
@@ -175,7 +169,9 @@ func (a *app) openStore(create bool) (*kv.DB, error) {
 	}
 	db, err := kv.Open(dir, &kv.Options{Keys: keys, Logger: a.logger()})
 	switch {
-	case errors.Is(err, kv.ErrLocked):
+	case errors.Is(err, kv.ErrLocked), errors.Is(err, syscall.EWOULDBLOCK):
+		// EWOULDBLOCK: the library does not yet map every lock failure
+		// Pebble reports to ErrLocked.
 		return nil, &cliError{code: exitLocked, msg: fmt.Sprintf("store %s is locked by another process", dir), hint: "only one process can use a store at a time", err: err}
 	case errors.Is(err, kv.ErrWrongKeys):
 		return nil, &cliError{code: exitKeys, msg: fmt.Sprintf("wrong keys for this store: key file %s does not belong to store %s", keyPath, dir), err: err}
@@ -198,13 +194,14 @@ func (a *app) withStore(create bool, fn func(db *kv.DB) error) error {
 	return err
 }
 
-// logger sends library warnings to stderr, or only errors with -q.
+// logger sends library warnings to stderr, one short line each and each
+// only once, or only errors with -q.
 func (a *app) logger() *slog.Logger {
 	level := slog.LevelWarn
 	if a.quiet {
 		level = slog.LevelError
 	}
-	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(newLineHandler(a.stderr, level, true))
 }
 
 // printf prints a summary line unless -q.

@@ -44,6 +44,7 @@ type cliError struct {
 	err  error // cause, for errors.Is; may be nil
 }
 
+// Error is the message, or the cause's when there is none.
 func (e *cliError) Error() string {
 	if e.msg == "" && e.err != nil {
 		return e.err.Error()
@@ -51,6 +52,7 @@ func (e *cliError) Error() string {
 	return e.msg
 }
 
+// Unwrap returns the cause.
 func (e *cliError) Unwrap() error { return e.err }
 
 // usagef returns a usage error.
@@ -67,6 +69,9 @@ func withHint(err error, code int, msg, hint string) error {
 func describe(err error) (int, string) {
 	code, hint := classify(err)
 	msg := err.Error()
+	if code == exitInterrupted {
+		msg = "interrupted"
+	}
 	var ce *cliError
 	if errors.As(err, &ce) {
 		code, msg, hint = ce.code, ce.Error(), ce.hint

@@ -245,3 +245,18 @@ func (s *Pebble) commit(b *pebble.Batch) (err error) {
 	defer s.guard(&err)
 	return b.Commit(pebble.Sync)
 }
+
+// noRecycleCleaner deletes obsolete files like Pebble's default cleaner, and
+// turns off WAL recycling in the slice keyspace. Pebble keeps up to
+// MemTableStopWritesThreshold+1 obsolete WAL files for reuse, and each holds
+// the 70 MiB it preallocates for a 64 MiB memtable: 350 MiB of disk that a
+// store keeps after all its content is deleted. Pebble recycles only when
+// the cleaner does not need the files' contents; the ArchiveCleaner two
+// levels down is what declares that need, while Clean (and String) come
+// from the DeleteCleaner one level down, which wins.
+type noRecycleCleaner struct {
+	pebble.DeleteCleaner
+	needsContents
+}
+
+type needsContents struct{ pebble.ArchiveCleaner }

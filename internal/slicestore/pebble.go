@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"iter"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -79,11 +80,18 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
 		MaxOpenFiles:                256,
+		Cleaner:                     noRecycleCleaner{},
 	}
 	// Shards are ciphertext: block compression only costs CPU.
 	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	for i := range opts.TargetFileSizes {
 		opts.TargetFileSizes[i] = 64 << 20
+	}
+	// One value per data block: every shard gets its own block checksum, so
+	// one flipped bit costs one shard (which parity covers), never several
+	// shards of the same slice packed into one block.
+	for i := range opts.Levels {
+		opts.Levels[i].BlockSize = 1
 	}
 	opts.EnsureDefaults()
 	if err := fs.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
@@ -104,7 +112,9 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 func Events(logger pebble.Logger) *pebble.EventListener {
 	return &pebble.EventListener{
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			logger.Errorf("on-disk corruption: %s", info)
+			// The details carry a stack trace; the first line says it all.
+			msg, _, _ := strings.Cut(fmt.Sprint(info.Details), "\n")
+			logger.Errorf("on-disk corruption in %s: %s", info.Path, msg)
 		},
 		BackgroundError: func(err error) {
 			logger.Errorf("background error: %s", err)
