@@ -247,13 +247,13 @@ func (d *demo) source() (string, error) {
 	return src, nil
 }
 
-// goroot asks the go command, then the runtime.
+// goroot asks the go command, then $GOROOT.
 func goroot() string {
 	out, err := exec.Command("go", "env", "GOROOT").Output()
 	if s := strings.TrimSpace(string(out)); err == nil && s != "" {
 		return s
 	}
-	return runtime.GOROOT() //nolint:staticcheck // fallback when go is not on PATH
+	return os.Getenv("GOROOT")
 }
 
 // bigPath is --big-file, the go binary, or the largest planned file.
