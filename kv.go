@@ -169,6 +169,14 @@ func (o *Options) resolve() (Options, error) {
 	if r.Compression != CompressionZstd && r.Compression != CompressionNone {
 		return Options{}, fmt.Errorf("%w: unknown Compression %d", ErrInvalidOptions, r.Compression)
 	}
+	switch {
+	case r.KEM != KEMHybrid && r.KEM != KEMMLKEM1024:
+		return Options{}, fmt.Errorf("%w: unknown KEM %d", ErrInvalidOptions, r.KEM)
+	case r.KEM == KEMHybrid && r.Keys.xpk == nil:
+		return Options{}, fmt.Errorf("%w: these write-only Keys come from a version-1 key file without an X25519 public key, "+
+			"so they cannot start hybrid sessions: export them again with WriteOnly().MarshalBinary() from the full Keys, "+
+			"or set Options.KEM to KEMMLKEM1024", ErrInvalidOptions)
+	}
 	if r.Concurrency < 0 {
 		return Options{}, fmt.Errorf("%w: negative Concurrency", ErrInvalidOptions)
 	}

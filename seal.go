@@ -52,12 +52,7 @@ func (db *DB) beginSession() error {
 		s   *seal.Session
 	)
 	switch db.opts.KEM {
-	case KEMHybrid:
-		if db.keys.xpk == nil {
-			return fmt.Errorf("%w: these write-only Keys come from a version-1 key file without an X25519 public key, "+
-				"so they cannot start hybrid sessions: export them again with WriteOnly().MarshalBinary() from the full Keys, "+
-				"or set Options.KEM to KEMMLKEM1024", ErrInvalidOptions)
-		}
+	case KEMHybrid: // Options.resolve checked the Keys can
 		seed := make([]byte, seal.HybridSeedSize)
 		if _, err := rand.Read(seed); err != nil {
 			return err
