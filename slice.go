@@ -35,6 +35,9 @@ func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
 	}
 	s, err := db.readSession(rec.Session)
 	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			db.markBad(id, rec) // no session, no reading: let a Put reseal it
+		}
 		return nil, err
 	}
 	sealed, _, _, err := db.readSealed(ctx, id, rec, false)
