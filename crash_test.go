@@ -86,7 +86,8 @@ func crashRun(t *testing.T, keys *Keys, rng *rand.Rand, n int) []crashPoint {
 	large := randBytes(6 << 20) // takes the sstable-ingest path
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { crashWorkload(t, db, m, pool, large, rand.New(rand.NewPCG(rng.Uint64(), 1)), stop) })
+	wrng := rand.New(rand.NewPCG(rng.Uint64(), 1))
+	wg.Go(func() { crashWorkload(t, db, m, pool, large, wrng, stop) })
 	cps := make([]crashPoint, 0, n)
 	for range n {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
