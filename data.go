@@ -198,6 +198,8 @@ func (db *DB) commitPutLocked(p *put, c *content, po putOptions) (*Data, bool, e
 			return nil, false, fmt.Errorf("parent: %w", err)
 		}
 	}
+	rel := db.newRelease()
+	defer rel.close()
 	d, err := getData(db.meta, p.key)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -206,8 +208,6 @@ func (db *DB) commitPutLocked(p *put, c *content, po putOptions) (*Data, bool, e
 	case err != nil:
 		return nil, false, err
 	}
-	rel := db.newRelease()
-	defer rel.close()
 	if err := p.publishLocked(rel, p.added); err != nil {
 		return nil, false, err
 	}
@@ -250,13 +250,10 @@ func (db *DB) commitPutLocked(p *put, c *content, po putOptions) (*Data, bool, e
 }
 
 // commitLocked writes the stats into b and commits it. On failure the
-// in-memory stats are reloaded so they match what is on disk.
+// release that owns b restores the in-memory stats.
 func (db *DB) commitLocked(b *pebble.Batch, opts *pebble.WriteOptions) error {
 	_ = b.Set(record.StatsKey, db.stats.Encode(), nil)
 	if err := b.Commit(opts); err != nil {
-		if lerr := db.loadStats(); lerr != nil {
-			err = errors.Join(err, lerr)
-		}
 		return fmt.Errorf("sealkv: committing: %w", err)
 	}
 	return nil

@@ -140,13 +140,24 @@ type release struct {
 	// lazySync lets a release with nothing to remove commit without a
 	// sync; the caller syncs after releasing db.mu (group commit).
 	lazySync bool
+	// saved are the stats before this release changed them, restored by
+	// close unless the batch committed: an error half-way must not leave
+	// counts that the next commit would persist.
+	saved     record.Stats
+	committed bool
 }
 
+// newRelease starts a release. db.mu is held until close.
 func (db *DB) newRelease() *release {
-	return &release{db: db, b: db.meta.NewBatch(), gone: map[record.ManifestID]bool{}, candidates: map[SliceID]bool{}}
+	return &release{db: db, b: db.meta.NewBatch(), gone: map[record.ManifestID]bool{}, candidates: map[SliceID]bool{}, saved: db.stats}
 }
 
-func (r *release) close() { r.b.Close() }
+func (r *release) close() {
+	if !r.committed {
+		r.db.stats = r.saved
+	}
+	r.b.Close()
+}
 
 // candidate marks a slice to be deleted if nothing references it.
 func (r *release) candidate(id SliceID) { r.candidates[id] = true }
@@ -247,6 +258,7 @@ func (db *DB) finishRelease(r *release) (*DeleteReport, bool, error) {
 	if err := db.commitLocked(r.b, opts); err != nil {
 		return nil, false, err
 	}
+	r.committed = true
 	if intent != nil {
 		if err := db.slices.Delete(context.Background(), r.drops); err != nil {
 			return rep, sync, fmt.Errorf("sealkv: removing shards (recovery will finish it): %w", err)

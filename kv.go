@@ -203,6 +203,9 @@ type DB struct {
 	cidKey  []byte // keys the ContentID hash
 
 	session *seal.Session // this DB's writer session
+	// needsRecovery keeps the session marked unclean at Close, so that
+	// the next Open cleans up after a Put whose rollback failed.
+	needsRecovery atomic.Bool
 	puts    atomic.Uint64 // put numbers within session
 	opened  sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
 
@@ -561,5 +564,10 @@ func (db *DB) failure() error {
 // closeSession marks this DB's session clean.
 func (db *DB) closeSession() (err error) {
 	defer catch(&err)
+	if db.needsRecovery.Load() {
+		// Keeping the marker makes the next Open roll back what a failed
+		// Put could not undo (see put.abort).
+		return nil
+	}
 	return db.meta.Delete(record.UncleanKey(db.session.ID), pebble.Sync)
 }

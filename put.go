@@ -539,13 +539,23 @@ func (p *put) abort() error {
 	rel := db.newRelease()
 	defer rel.close()
 	if p.wrote {
-		err = errors.Join(err, rel.manifest(p.manifest))
+		if merr := rel.manifest(p.manifest); merr != nil {
+			err = errors.Join(err, merr)
+			db.needsRecovery.Store(true)
+			return err
+		}
 	}
 	for i := range p.chunk {
 		rel.candidate(SliceID(p.chunk[i].ID))
 	}
-	_, ferr := db.finishLocked(rel)
-	return errors.Join(err, ferr)
+	if _, ferr := db.finishLocked(rel); ferr != nil {
+		err = errors.Join(err, ferr)
+	}
+	if err != nil {
+		// What could not be undone now is undone by the next Open.
+		db.needsRecovery.Store(true)
+	}
+	return err
 }
 
 // sliceRecord reads the record of id; nil if there is none.
