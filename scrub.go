@@ -85,7 +85,10 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 	if repair && len(bad) > 0 {
 		n, err := db.repair(&id, rec, bad, rebuilt)
 		rep.ShardsRepaired += n
-		return err
+		if err != nil {
+			// Keep scrubbing: one unwritable shard must not hide the rest.
+			db.opts.Logger.Warn("sealkv: repair failed", "slice", id.String(), "error", err)
+		}
 	}
 	return nil
 }

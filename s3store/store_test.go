@@ -1,0 +1,419 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealkv/kv"
+	"github.com/sealkv/kv/s3store"
+)
+
+var bg = context.Background()
+
+func TestTolerates(t *testing.T) {
+	for _, c := range []struct{ d, k, m, want int }{
+		{1, 8, 2, 0}, {3, 8, 2, 0}, {4, 8, 2, 0}, {5, 8, 2, 1}, {9, 8, 2, 1}, {10, 8, 2, 2}, {20, 8, 2, 2},
+		{3, 4, 2, 1}, {6, 4, 2, 2}, {3, 2, 1, 1}, {4, 2, 2, 2}, {2, 2, 2, 1}, {3, 1, 2, 2}, {5, 4, 0, 0},
+	} {
+		if got := s3store.Tolerates(c.d, c.k, c.m); got != c.want {
+			t.Errorf("Tolerates(%d domains, %d+%d) = %d, want %d", c.d, c.k, c.m, got, c.want)
+		}
+	}
+}
+
+// TestPlacement checks that the shards of a slice go to distinct domains
+// when there are enough, and that load (shard 0, read first) rotates.
+func TestPlacement(t *testing.T) {
+	c := newCluster(t, 5)
+	s := c.open(c.config())
+	defer s.Close()
+	first := make([]int, 5)
+	for ctr := range uint64(1000) {
+		l := kv.ShardLocation{Session: [16]byte{1, 2, 3}, Ctr: 7<<32 | ctr}
+		seen := map[int]bool{}
+		for i := range 5 {
+			seen[s.Placement(l, i)] = true
+		}
+		if len(seen) != 5 {
+			t.Fatalf("location %x: shards share domains: %v", ctr, seen)
+		}
+		first[s.Placement(l, 0)]++
+	}
+	for d, n := range first {
+		if n != 200 {
+			t.Errorf("domain %d holds shard 0 of %d of 1000 slices, want 200", d, n)
+		}
+	}
+}
+
+func shardsOf(rng *rand.Rand, n, size int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = make([]byte, size)
+		for j := range out[i] {
+			out[i][j] = byte(rng.Uint32())
+		}
+	}
+	return out
+}
+
+// TestStoreContract exercises the SliceStore methods directly: Writer,
+// Get (missing is nil), PutShard, Headers (in order, despite a domain
+// down), Delete (idempotent, removes everything).
+func TestStoreContract(t *testing.T) {
+	c := newCluster(t, 3)
+	s := c.open(c.config())
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	sid := [16]byte{9, 9, 9}
+	type slice struct {
+		loc    kv.ShardLocation
+		id     [64]byte
+		shards [][]byte
+	}
+	var all []slice
+	w := s.NewWriter()
+	for i := range 40 {
+		sl := slice{loc: kv.ShardLocation{Session: sid, Ctr: uint64(i/10+1)<<32 | uint64(i%10)}, shards: shardsOf(rng, 5, 1000+i)}
+		for j := range sl.id {
+			sl.id[j] = byte(rng.Uint32())
+		}
+		scratch := make([][]byte, len(sl.shards))
+		for j, sh := range sl.shards {
+			scratch[j] = bytes.Clone(sh)
+		}
+		d, err := w.Add(bg, sl.loc, &sl.id, scratch)
+		if err != nil || d > i+1 {
+			t.Fatalf("Add %d: durable %d, %v", i, d, err)
+		}
+		for _, sh := range scratch { // the caller reuses its memory
+			clear(sh)
+		}
+		all = append(all, sl)
+	}
+	if err := w.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.objects(), 40*(5+3); got != want {
+		t.Fatalf("%d objects, want %d", got, want)
+	}
+	for _, sl := range all {
+		got, err := s.Get(bg, sl.loc, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], sl.shards[i]) {
+				t.Fatalf("slice %x shard %d differs", sl.loc.Ctr, i)
+			}
+		}
+	}
+	// Missing location: all nil, no error.
+	got, err := s.Get(bg, kv.ShardLocation{Session: sid, Ctr: 99}, 5)
+	if err != nil || slices.ContainsFunc(got, func(b []byte) bool { return b != nil }) {
+		t.Fatalf("Get of a missing slice: %v, %v", got, err)
+	}
+	// PutShard replaces one shard.
+	if err := s.PutShard(bg, all[0].loc, 2, []byte("repaired")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(bg, all[0].loc, 3); string(got[2]) != "repaired" {
+		t.Fatalf("after PutShard: %q", got[2])
+	}
+	// Headers with one domain down: each header has copies in all 3.
+	c.domains[1].stop()
+	var locs []kv.ShardLocation
+	for l, id := range s.Headers(bg, sid) {
+		if i := len(locs); i >= len(all) || l != all[i].loc || id != all[i].id {
+			t.Fatalf("header %d: %x %x", i, l.Ctr, id[:4])
+		}
+		locs = append(locs, l)
+	}
+	if len(locs) != len(all) {
+		t.Fatalf("Headers yielded %d of %d", len(locs), len(all))
+	}
+	// Stopping early works.
+	n := 0
+	for range s.Headers(bg, sid) {
+		if n++; n == 3 {
+			break
+		}
+	}
+	// Delete fails while a domain is down (the caller keeps its intent)...
+	if err := s.Delete(bg, locs[:10]); err == nil {
+		t.Fatal("Delete with a domain down succeeded")
+	}
+	c.domains[1].start()
+	time.Sleep(250 * time.Millisecond) // cooldown
+	// ...and succeeds, idempotently, once it is back.
+	for range 2 {
+		if err := s.Delete(bg, locs[:10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := c.objects(), 30*(5+3); got != want {
+		t.Fatalf("after deleting 10 slices: %d objects, want %d", got, want)
+	}
+	// A single-location delete uses the per-location listing.
+	if err := s.Delete(bg, locs[10:11]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(bg, locs); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.objects(); n != 0 {
+		t.Fatalf("%d objects left after deleting all", n)
+	}
+}
+
+// TestGetAllDomainsDown: Get fails (rather than reporting every shard
+// missing) when no domain answers, and fast once they are in cooldown.
+func TestGetAllDomainsDown(t *testing.T) {
+	c := newCluster(t, 3)
+	cfg := c.config()
+	cfg.Retry.Cooldown = time.Minute
+	s := c.open(cfg)
+	defer s.Close()
+	for _, d := range c.domains {
+		d.stop()
+	}
+	l := kv.ShardLocation{Ctr: 1}
+	if _, err := s.Get(bg, l, 6); err == nil {
+		t.Fatal("Get with every domain down succeeded")
+	}
+	if st := s.Stats(); len(st.Down) != 3 {
+		t.Fatalf("domains down: %v", st.Down)
+	}
+	start := time.Now()
+	_, err := s.Get(bg, l, 6)
+	if !errors.Is(err, s3store.ErrDomainDown) || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("Get in cooldown: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestLayoutChecked(t *testing.T) {
+	c := newCluster(t, 3)
+	cfg := c.config()
+	c.open(cfg).Close()
+	swapped := c.config()
+	swapped.Domains[0], swapped.Domains[1] = swapped.Domains[1], swapped.Domains[0]
+	if _, err := s3store.New(bg, swapped); !errors.Is(err, s3store.ErrLayout) {
+		t.Fatalf("reordered domains: %v", err)
+	}
+	fewer := c.config()
+	fewer.Domains = fewer.Domains[:2]
+	if _, err := s3store.New(bg, fewer); !errors.Is(err, s3store.ErrLayout) {
+		t.Fatalf("fewer domains: %v", err)
+	}
+	twice := c.config()
+	twice.Prefix = "other/"
+	twice.Domains[2] = twice.Domains[1]
+	if _, err := s3store.New(bg, twice); !errors.Is(err, s3store.ErrLayout) {
+		t.Fatalf("a bucket listed twice: %v", err)
+	}
+	// A Prefix makes another store in the same buckets.
+	other := c.config()
+	other.Prefix = "b/"
+	c.open(other).Close()
+	if _, err := s3store.New(bg, s3store.Config{}); err == nil {
+		t.Fatal("no domains accepted")
+	}
+}
+
+// TestRetries: transport errors, 503 SlowDown and GET bodies cut short are
+// retried; with retries off the same faults fail cleanly.
+func TestRetries(t *testing.T) {
+	for _, mode := range []string{"error", "503", "truncate"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, 3)
+			cfg := c.config()
+			fl := &flaky{next: http.DefaultTransport, failFirst: 5, mode: mode}
+			fl.failEvery.Store(7)
+			cfg.Transport = fl
+			cfg.Retry.Attempts = 10
+			s := c.open(cfg)
+			rng := rand.New(rand.NewPCG(3, 4))
+			w := s.NewWriter()
+			l := kv.ShardLocation{Session: [16]byte{1}, Ctr: 1}
+			shards := shardsOf(rng, 6, 4096)
+			var id [64]byte
+			if _, err := w.Add(bg, l, &id, shards); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Flush(bg); err != nil {
+				t.Fatal(err)
+			}
+			for range 5 {
+				got, err := s.Get(bg, l, 6)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range got {
+					if !bytes.Equal(got[i], shards[i]) {
+						t.Fatalf("shard %d: %d bytes, want %d", i, len(got[i]), len(shards[i]))
+					}
+				}
+			}
+			st := s.Stats()
+			if st.Retries == 0 || st.Failures != 0 || fl.failed.Load() == 0 {
+				t.Fatalf("stats %+v, %d faults injected", st, fl.failed.Load())
+			}
+			if mode == "truncate" {
+				return
+			}
+			// Without retries, a write meeting a fault fails (and Abort
+			// cleans up what was written).
+			cfg.Retry.Attempts = 1
+			fl.failEvery.Store(0)
+			s1 := c.open(cfg)
+			fl.failEvery.Store(2)
+			w = s1.NewWriter()
+			var err error
+			for i := range 20 {
+				if _, err = w.Add(bg, kv.ShardLocation{Session: [16]byte{2}, Ctr: uint64(i)}, &id, shards); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				err = w.Flush(bg)
+			}
+			if err == nil {
+				t.Fatal("writes through a failing transport succeeded without retries")
+			}
+			fl.failEvery.Store(0)
+			w.Abort()
+			if l := c.objects(); l != 6+3 {
+				t.Fatalf("%d objects after Abort, want the first slice's 9", l)
+			}
+		})
+	}
+}
+
+// TestContextDeadline: a domain that hangs does not hang Get past the
+// caller's deadline, nor past the attempt timeout.
+func TestContextDeadline(t *testing.T) {
+	c := newCluster(t, 3)
+	cfg := c.config()
+	s := c.open(cfg)
+	defer s.Close()
+	release := make(chan struct{})
+	defer close(release)
+	c.domains[0].setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/s/") {
+			return false
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond) // < StragglerWait
+	defer cancel()
+	start := time.Now()
+	_, err := s.Get(ctx, kv.ShardLocation{Ctr: 5}, 3)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("Get: %v after %v", err, time.Since(start))
+	}
+	// Without a caller deadline, the hung shard is abandoned as a
+	// straggler once the others are in...
+	s2 := c.open(cfg)
+	defer s2.Close()
+	start = time.Now()
+	l := kv.ShardLocation{Ctr: 5}
+	got, err := s2.Get(bg, l, 3)
+	if err != nil || len(got) != 3 || time.Since(start) > 2*time.Second || s2.Stats().Stragglers != 1 {
+		t.Fatalf("Get with a hung domain: %v after %v, %+v", err, time.Since(start), s2.Stats())
+	}
+	// ...and without straggler cutoff the attempt timeout bounds it.
+	cfg.StragglerWait = -1
+	cfg.Retry.AttemptTimeout = 100 * time.Millisecond
+	cfg.Retry.Attempts = 2
+	s2 = c.open(cfg)
+	defer s2.Close()
+	start = time.Now()
+	got, err = s2.Get(bg, l, 3)
+	if err != nil || len(got) != 3 || time.Since(start) > 3*time.Second || s2.Stats().Stragglers != 0 {
+		t.Fatalf("Get with a hung domain: %v after %v", err, time.Since(start))
+	}
+	// A cancelled context fails a Writer and cancels its uploads.
+	ctx, cancel = context.WithCancel(bg)
+	w := s2.NewWriter()
+	var id [64]byte
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Add(ctx, kv.ShardLocation{Session: [16]byte{4}}, &id, [][]byte{{1}, {2}, {3}})
+		if err == nil {
+			err = w.Flush(ctx)
+		}
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("write to a hung domain succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancel did not stop the writer")
+	}
+	w.Abort()
+}
+
+// TestSickDomain: a domain that answers every shard read with an error is
+// read without retries after a few failures, and with retries again once it
+// recovers.
+func TestSickDomain(t *testing.T) {
+	c := newCluster(t, 3)
+	s := c.open(c.config())
+	defer s.Close()
+	var id [64]byte
+	w := s.NewWriter()
+	for i := range 10 {
+		if _, err := w.Add(bg, kv.ShardLocation{Ctr: uint64(i)}, &id, [][]byte{{1}, {2}, {3}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	c.domains[2].setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/s/") {
+			return false
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	retries := func() int64 { return s.Stats().Retries }
+	for i := range 10 {
+		before := retries()
+		l := kv.ShardLocation{Ctr: uint64(i)}
+		got, err := s.Get(bg, l, 3)
+		if err != nil {
+			t.Fatalf("Get %d: %v", i, err)
+		}
+		for j, sh := range got {
+			if (sh == nil) != (s.Placement(l, j) == 2) {
+				t.Fatalf("Get %d: shard %d (domain %d) is %v", i, j, s.Placement(l, j), sh)
+			}
+		}
+		if n := retries() - before; i >= 3 && n != 0 {
+			t.Fatalf("Get %d of a sick domain retried %d times", i, n)
+		}
+	}
+	c.domains[2].setHook(nil)
+	for i := range 3 {
+		got, err := s.Get(bg, kv.ShardLocation{Ctr: uint64(i)}, 3)
+		if err != nil || slices.ContainsFunc(got, func(b []byte) bool { return b == nil }) {
+			t.Fatalf("Get %d after recovery: %v %v", i, got, err)
+		}
+	}
+}
