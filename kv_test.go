@@ -114,6 +114,12 @@ func TestReadAtSeek(t *testing.T) {
 		if m != want || !bytes.Equal(q[:m], p[:got]) {
 			t.Fatalf("Seek+Read at %d: %d bytes, want %d", off, m, want)
 		}
+		if rng.IntN(20) == 0 { // WriteTo from the current position
+			var rest bytes.Buffer
+			if _, err := r.WriteTo(&rest); err != nil || !bytes.Equal(rest.Bytes(), b[min(int(off)+m, len(b)):]) {
+				t.Fatalf("WriteTo after %d: %d bytes, %v", off+int64(m), rest.Len(), err)
+			}
+		}
 	}
 }
 

@@ -145,11 +145,25 @@ var (
 	}}
 )
 
+// compressProbe is the sample compress tries before a whole slice.
+const compressProbe = 16 << 10
+
 // compress returns the compressed form of clear and true when compression
 // pays, or clear and false.
 func compress(clear []byte) ([]byte, bool) {
 	e := encoders.Get().(*zstd.Encoder)
 	defer encoders.Put(e)
+	if len(clear) > 4*compressProbe {
+		// Try a sample first: already compressed or encrypted data (most
+		// large blobs) would otherwise cost a full zstd pass for nothing.
+		// A sample that shrinks < 3% predicts the whole will too.
+		probe := e.EncodeAll(clear[:compressProbe], getBuf(compressProbe)[:0])
+		skip := len(probe) >= compressProbe-compressProbe/32
+		putBuf(probe)
+		if skip {
+			return clear, false
+		}
+	}
 	out := e.EncodeAll(clear, getBuf(len(clear))[:0])
 	if len(out) >= len(clear)-len(clear)/32 {
 		putBuf(out)

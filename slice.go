@@ -218,6 +218,30 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteTo writes the ClearText from the current position to the end to w,
+// a slice at a time without an intermediate buffer; io.Copy uses it.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	done, err := r.db.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	var n int64
+	for r.pos < r.size {
+		clear, start, err := r.sliceAt(r.pos)
+		if err != nil {
+			return n, err
+		}
+		m, err := w.Write(clear[r.pos-start:])
+		n += int64(m)
+		r.pos += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // Seek sets the position for the next Read.
 func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	switch whence {

@@ -71,11 +71,14 @@ type Pebble struct {
 // Open opens or creates the slice keyspace in dir.
 func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	opts := &pebble.Options{
-		FS:                          fs,
-		FormatMajorVersion:          FormatMajorVersion,
-		Logger:                      logger,
-		EventListener:               Events(logger),
-		MemTableSize:                64 << 20,
+		FS:                 fs,
+		FormatMajorVersion: FormatMajorVersion,
+		Logger:             logger,
+		EventListener:      Events(logger),
+		// Large Puts bypass the memtable (ingest); it holds small Puts only.
+		// Pebble preallocates each WAL to ~1.1 memtables, so a smaller one
+		// keeps small stores small on disk.
+		MemTableSize:                16 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
@@ -101,7 +104,8 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Pebble{db: db, opts: opts, dir: dir, compact: newCompactor(db, logger)}
+	s := &Pebble{db: db, opts: opts, dir: dir}
+	s.compact = newCompactor(db, logger, s.err)
 	s.cleanTmp()
 	return s, nil
 }
