@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# bench/run.sh — sealkv against restic and borg on the same bytes, same disk.
+#
+#   bench/run.sh [file|versioned|smallfiles|all]      (default: file)
+#
+# Modes
+#   file        one random file of SIZE bytes: put / get / dedup re-put
+#               (sealkv), backup / restore / backup --force (restic),
+#               create / extract / create --files-cache=disabled (borg); plus
+#               the disk's limit measured by dd conv=fdatasync in the same run.
+#   versioned   VERSIONS (8 releases of golang.org/x/tools, from the module
+#               cache via "go mod download -json") stored one after the other,
+#               file by file (sealkv: one Data per file, children of their
+#               directory's Data), compression off on every side.
+#   smallfiles  FILES files of FILE_SIZE random bytes in one tree (1000 per
+#               directory): sealkv tree put vs restic backup vs borg create.
+#
+# Environment (defaults)
+#   SIZE=1G          file mode size (numfmt IEC suffixes: 64M, 1G, ...)
+#   RUNS=3           runs per operation; tables show medians
+#   WORK=/tmp/sealkv-bench   scratch directory (data, stores, repos, logs)
+#   DROP_CACHES=1    sync + drop the page cache before every timed step
+#   SEALKV_COMPRESSION=zstd   sealkv's compression in file mode (zstd|none)
+#   JOBS=4           sealkv files put concurrently (tree modes)
+#   VERSIONS="v0.45.0 ... v0.52.0"   x/tools releases for versioned mode
+#   FILES=100000 FILE_SIZE=4096      small-files mode
+#   KEEP=0           keep stores/repos after the run
+#
+# Timing: wall clock of the command; write steps (put/backup/create) are
+# timed up to and including a following `sync`, so a tool that leaves its
+# data in the page cache pays for writing it like one that fsyncs. Peak RSS
+# is "Maximum resident set size" from /usr/bin/time -v. MB = 10^6 bytes.
+# Stored bytes are `du -sb` of the store/repository directory.
+set -euo pipefail
+
+MODE=${1:-file}
+RUNS=${RUNS:-3}
+WORK=${WORK:-/tmp/sealkv-bench}
+DROP_CACHES=${DROP_CACHES:-1}
+SEALKV_COMPRESSION=${SEALKV_COMPRESSION:-zstd}
+JOBS=${JOBS:-4}
+VERSIONS=${VERSIONS:-"v0.45.0 v0.46.0 v0.47.0 v0.48.0 v0.49.0 v0.50.0 v0.51.0 v0.52.0"}
+FILES=${FILES:-100000}
+FILE_SIZE=${FILE_SIZE:-4096}
+KEEP=${KEEP:-0}
+SIZE_BYTES=$(numfmt --from=iec "${SIZE:-1G}")
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$WORK/bin/sealkvbench
+RES=$WORK/results-$MODE.tsv
+LOG=$WORK/log
+export RESTIC_PASSWORD_FILE=$WORK/restic-password
+export RESTIC_CACHE_DIR=$WORK/restic-cache
+export BORG_PASSPHRASE=sealkv-bench
+export BORG_BASE_DIR=$WORK/borg-base
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+
+for t in restic borg /usr/bin/time go python3 numfmt awk; do
+	command -v "$t" >/dev/null || { echo "run.sh: $t not found" >&2; exit 1; }
+done
+
+mkdir -p "$WORK/bin" "$LOG"
+echo sealkv-bench >"$RESTIC_PASSWORD_FILE"
+
+note() { echo "# $*" >&2; }
+
+drop_caches() {
+	[ "$DROP_CACHES" = 1 ] || return 0
+	sync
+	if ! echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+		note "cannot drop the page cache (not root?): reads are warm for every tool alike"
+		DROP_CACHES=0
+	fi
+}
+
+now() { date +%s.%N; }
+
+# timed TOOL OP RUN SYNC -- CMD...: runs CMD under /usr/bin/time -v (stdout
+# and stderr to $LOG), optionally followed by sync inside the timed region,
+# and appends "tool op run seconds rss_kib" to $RES.
+timed() {
+	local tool=$1 op=$2 run=$3 dosync=$4
+	shift 5
+	local tf=$LOG/$tool-$op-$run.time out=$LOG/$tool-$op-$run.out
+	drop_caches
+	local t0 t1
+	t0=$(now)
+	if ! /usr/bin/time -v -o "$tf" "$@" >"$out" 2>&1; then
+		echo "run.sh: $tool $op failed, see $out:" >&2
+		tail -20 "$out" >&2
+		exit 1
+	fi
+	[ "$dosync" = sync ] && sync
+	t1=$(now)
+	local rss
+	rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tf")
+	printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$op" "$run" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" "$rss" >>"$RES"
+}
+
+# stored TOOL OP RUN DIR [BASE_APPARENT BASE_ALLOCATED]: records the size of
+# DIR (minus a base): apparent bytes (du -sb) and allocated bytes (du -s
+# --block-size=1, which counts preallocated space such as Pebble's WAL files).
+stored() {
+	local a u
+	a=$(du -sb "$4" | cut -f1)
+	u=$(du -s --block-size=1 "$4" | cut -f1)
+	printf '%s\t%s\t%s\tstored\t%s\t%s\n' "$1" "$2" "$3" "$((a - ${5:-0}))" "$((u - ${6:-0}))" >>"$RES"
+}
+sizes() { echo "$(du -sb "$1" | cut -f1) $(du -s --block-size=1 "$1" | cut -f1)"; }
+
+build() {
+	note "building sealkvbench from $ROOT"
+	(cd "$ROOT" && go build -o "$BIN" ./bench/sealkvbench)
+}
+
+fresh_sealkv() { rm -rf "$1"; "$BIN" keygen "$WORK/sealkv.keys"; }
+fresh_restic() { rm -rf "$1" "$RESTIC_CACHE_DIR"; restic init --repository-version 2 -r "$1" >/dev/null; }
+fresh_borg() { rm -rf "$1" "$BORG_BASE_DIR"; borg init -e repokey "$1" >/dev/null 2>&1; }
+
+same() { cmp -s "$1" "$2" || { echo "run.sh: restored $2 differs from $1" >&2; exit 1; }; }
+
+header() {
+	echo
+	echo "<!-- $(date -u +%FT%TZ) $(uname -n); $(uptime | sed 's/.*load/load/'); $(nproc) cores;" \
+		"sealkv $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo +dirty);" \
+		"$(restic version | cut -d' ' -f1-2); $(borg --version); runs=$RUNS; drop_caches=$DROP_CACHES -->"
+}
+
+# ---------------------------------------------------------------- file mode
+mode_file() {
+	local data=$WORK/data/file.bin
+	mkdir -p "$WORK/data"
+	if [ ! -f "$data" ] || [ "$(stat -c %s "$data")" != "$SIZE_BYTES" ]; then
+		note "writing $SIZE_BYTES random bytes to $data"
+		head -c "$SIZE_BYTES" /dev/urandom >"$data"
+	fi
+	: >"$RES"
+	local mib=$((SIZE_BYTES >> 20))
+	[ "$mib" -ge 1 ] || mib=1
+	for run in $(seq "$RUNS"); do
+		note "run $run/$RUNS: dd"
+		timed disk "dd write (fdatasync)" "$run" nosync -- dd if=/dev/zero of="$WORK/dd.tmp" bs=1M count="$mib" conv=fdatasync
+		rm -f "$WORK/dd.tmp"
+
+		note "run $run/$RUNS: sealkv"
+		local st=$WORK/sealkv-store out=$WORK/restore
+		fresh_sealkv "$st"
+		timed sealkv put "$run" sync -- "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION" file "$data"
+		stored sealkv put "$run" "$st"
+		local base
+		base=$(sizes "$st")
+		rm -rf "$out"; mkdir -p "$out"
+		timed sealkv get "$run" nosync -- "$BIN" get -store "$st" -keys "$WORK/sealkv.keys" file "$out/file.bin"
+		same "$data" "$out/file.bin"; rm -rf "$out"
+		timed sealkv "dedup re-put" "$run" sync -- "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION" copy "$data"
+		stored sealkv "dedup re-put" "$run" "$st" $base
+
+		note "run $run/$RUNS: restic"
+		local repo=$WORK/restic-repo
+		fresh_restic "$repo"
+		timed restic put "$run" sync -- restic -r "$repo" backup "$data"
+		stored restic put "$run" "$repo"
+		base=$(sizes "$repo")
+		rm -rf "$out"; mkdir -p "$out"
+		timed restic get "$run" nosync -- restic -r "$repo" restore latest --target "$out"
+		same "$data" "$out$data"; rm -rf "$out"
+		timed restic "dedup re-put" "$run" sync -- restic -r "$repo" backup --force "$data"
+		stored restic "dedup re-put" "$run" "$repo" $base
+
+		note "run $run/$RUNS: borg"
+		repo=$WORK/borg-repo
+		fresh_borg "$repo"
+		timed borg put "$run" sync -- borg create "$repo::a" "$data"
+		stored borg put "$run" "$repo"
+		base=$(sizes "$repo")
+		rm -rf "$out"; mkdir -p "$out"
+		timed borg get "$run" nosync -- bash -c "cd '$out' && exec borg extract '$repo::a'"
+		same "$data" "$out$data"; rm -rf "$out"
+		timed borg "dedup re-put" "$run" sync -- borg create --files-cache=disabled "$repo::b" "$data"
+		stored borg "dedup re-put" "$run" "$repo" $base
+	done
+	header
+	echo "Single file, $SIZE_BYTES random bytes; medians of $RUNS runs. put/backup/create timed through a final sync. sealkv compression: $SEALKV_COMPRESSION (8+2 shards); restic 0.14 repo v2, compression auto; borg 1.2 default compression lz4; dedup re-put = same bytes under a new key / snapshot (restic --force, borg --files-cache=disabled, so all three re-read and re-chunk)."
+	echo
+	table_file
+}
+
+table_file() {
+	python3 - "$RES" "$SIZE_BYTES" <<'EOF'
+import sys, statistics as S
+res, size = sys.argv[1], int(sys.argv[2])
+t, rss, st, al = {}, {}, {}, {}
+for line in open(res):
+    tool, op, run, a, b, *c = line.rstrip("\n").split("\t")
+    if a == "stored":
+        st.setdefault((tool, op), []).append(int(b)); al.setdefault((tool, op), []).append(int(c[0]))
+    else:
+        t.setdefault((tool, op), []).append(float(a))
+        if b: rss.setdefault((tool, op), []).append(int(b))
+order = [("disk", "dd write (fdatasync)")] + [(tool, op) for op in ("put", "get", "dedup re-put") for tool in ("sealkv", "restic", "borg")]
+mbs = {k: size / S.median(v) / 1e6 for k, v in t.items()}
+print("| tool | operation | MB/s (median) | min–max MB/s | peak RSS MiB | stored bytes (du -sb) | allocated bytes (du -s) | MB/s vs restic | stored vs restic |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for k in order:
+    if k not in t: continue
+    tool, op = k
+    lo, hi = size / max(t[k]) / 1e6, size / min(t[k]) / 1e6
+    r = "%.0f" % (S.median(rss[k]) / 1024) if k in rss else ""
+    s = "%d" % S.median(st[k]) if k in st else "—"
+    u = "%d" % S.median(al[k]) if k in al else "—"
+    ref = ("restic", op)
+    vs = "%.2f×" % (mbs[k] / mbs[ref]) if ref in mbs and tool != "disk" else "—"
+    svs = "%.3f×" % (S.median(st[k]) / S.median(st[ref])) if k in st and ref in st and S.median(st[ref]) > 0 else "—"
+    print(f"| {tool} | {op} | {mbs[k]:.0f} | {lo:.0f}–{hi:.0f} | {r} | {s} | {u} | {vs} | {svs} |")
+EOF
+}
+
+# ------------------------------------------------------------ versioned mode
+mode_versioned() {
+	local dirs=() logical=0 nfiles=0
+	for v in $VERSIONS; do
+		local d
+		d=$(cd "$WORK" && GOFLAGS=-mod=mod go mod download -json "golang.org/x/tools@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+		[ -d "$d" ] || { echo "run.sh: go mod download golang.org/x/tools@$v gave no directory" >&2; exit 1; }
+		dirs+=("$d")
+		logical=$((logical + $(find "$d" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')))
+		nfiles=$((nfiles + $(find "$d" -type f | wc -l)))
+	done
+	note "${#dirs[@]} releases, $nfiles files, $logical bytes"
+	: >"$RES"
+	for run in $(seq "$RUNS"); do
+		local st=$WORK/sealkv-store repo i
+		note "run $run/$RUNS: sealkv"
+		fresh_sealkv "$st"
+		i=0
+		for d in "${dirs[@]}"; do
+			i=$((i + 1))
+			timed sealkv "release-$i" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -compression none -j "$JOBS" "release-$i" "$d"
+		done
+		stored sealkv all "$run" "$st"
+
+		note "run $run/$RUNS: restic"
+		repo=$WORK/restic-repo
+		fresh_restic "$repo"
+		i=0
+		for d in "${dirs[@]}"; do
+			i=$((i + 1))
+			timed restic "release-$i" "$run" sync -- restic -r "$repo" --compression off backup "$d"
+		done
+		stored restic all "$run" "$repo"
+
+		note "run $run/$RUNS: borg"
+		repo=$WORK/borg-repo
+		fresh_borg "$repo"
+		i=0
+		for d in "${dirs[@]}"; do
+			i=$((i + 1))
+			timed borg "release-$i" "$run" sync -- borg create --compression none "$repo::release-$i" "$d"
+		done
+		stored borg all "$run" "$repo"
+	done
+	header
+	echo "Versioned dataset: golang.org/x/tools $(echo $VERSIONS | sed 's/ /, /g') ($nfiles files, $logical bytes in all), stored one release after the other, compression off everywhere (sealkv CompressionNone, tree put -j $JOBS, 8+2 shards; restic repo v2 --compression off; borg --compression none). Ingest time = sum over the releases (each through a final sync); medians of $RUNS runs."
+	echo
+	python3 - "$RES" "$logical" "$nfiles" <<'EOF'
+import sys, statistics as S
+res, logical, nfiles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tot, rss, st, al, first = {}, {}, {}, {}, {}
+for line in open(res):
+    tool, op, run, a, b, *c = line.rstrip("\n").split("\t")
+    if a == "stored":
+        st.setdefault(tool, []).append(int(b)); al.setdefault(tool, []).append(int(c[0])); continue
+    tot.setdefault((tool, run), 0.0)
+    tot[(tool, run)] += float(a)
+    if op == "release-1": first.setdefault(tool, []).append(float(a))
+    rss.setdefault(tool, []).append(int(b))
+tools = ["sealkv", "restic", "borg"]
+sec = {tl: S.median([v for (t, r), v in tot.items() if t == tl]) for tl in tools if any(t == tl for t, _ in tot)}
+print("| tool | ingest s (all releases) | MB/s | files/s | first release s | peak RSS MiB (max) | stored bytes (du -sb) | allocated bytes (du -s) | stored / logical | time vs restic | stored vs restic |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for tl in sec:
+    s, sb = sec[tl], S.median(st[tl])
+    print(f"| {tl} | {s:.1f} | {logical/s/1e6:.1f} | {nfiles/s:.0f} | {S.median(first[tl]):.1f} | {max(rss[tl])/1024:.0f} | {sb} | {S.median(al[tl])} | {sb/logical:.3f} | {s/sec['restic']:.2f}× | {sb/S.median(st['restic']):.3f}× |")
+EOF
+}
+
+# ----------------------------------------------------------- smallfiles mode
+mode_smallfiles() {
+	local tree=$WORK/small-$FILES-$FILE_SIZE
+	if [ ! -f "$tree/.done" ]; then
+		note "generating $FILES files of $FILE_SIZE bytes in $tree"
+		rm -rf "$tree"
+		"$BIN" genfiles "$tree" "$FILES" "$FILE_SIZE"
+		touch "$tree/.done"
+	fi
+	: >"$RES"
+	for run in $(seq "$RUNS"); do
+		local st=$WORK/sealkv-store repo=$WORK/restic-repo
+		note "run $run/$RUNS: sealkv"
+		fresh_sealkv "$st"
+		timed sealkv "put tree" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -j "$JOBS" small "$tree"
+		stored sealkv "put tree" "$run" "$st"
+		note "run $run/$RUNS: restic"
+		fresh_restic "$repo"
+		timed restic "put tree" "$run" sync -- restic -r "$repo" backup "$tree"
+		stored restic "put tree" "$run" "$repo"
+		note "run $run/$RUNS: borg"
+		repo=$WORK/borg-repo
+		fresh_borg "$repo"
+		timed borg "put tree" "$run" sync -- borg create "$repo::small" "$tree"
+		stored borg "put tree" "$run" "$repo"
+	done
+	header
+	echo "Small files: $FILES files × $FILE_SIZE random bytes (1000 per directory), one tree put (sealkv: one Data per file and directory, -j $JOBS, each Put durable) vs restic backup vs borg create, default compression, through a final sync; medians of $RUNS runs."
+	echo
+	python3 - "$RES" "$FILES" "$FILE_SIZE" <<'EOF'
+import sys, statistics as S
+res, n, fs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t, rss, st, al = {}, {}, {}, {}
+for line in open(res):
+    tool, op, run, a, b, *c = line.rstrip("\n").split("\t")
+    if a == "stored": st.setdefault(tool, []).append(int(b)); al.setdefault(tool, []).append(int(c[0]))
+    else:
+        t.setdefault(tool, []).append(float(a)); rss.setdefault(tool, []).append(int(b))
+print("| tool | seconds (median) | files/s | MB/s | peak RSS MiB | stored bytes (du -sb) | allocated bytes (du -s) | files/s vs restic | stored vs restic |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for tl in ("sealkv", "restic", "borg"):
+    if tl not in t: continue
+    s, sb = S.median(t[tl]), S.median(st[tl])
+    print(f"| {tl} | {s:.1f} | {n/s:.0f} | {n*fs/s/1e6:.1f} | {S.median(rss[tl])/1024:.0f} | {sb} | {S.median(al[tl])} | {S.median(t['restic'])/s:.2f}× | {sb/S.median(st['restic']):.3f}× |")
+EOF
+}
+
+cleanup() {
+	[ "$KEEP" = 1 ] && return 0
+	rm -rf "$WORK/sealkv-store" "$WORK/restic-repo" "$WORK/borg-repo" "$WORK/restore" "$WORK/dd.tmp" "$RESTIC_CACHE_DIR" "$BORG_BASE_DIR"
+}
+trap cleanup EXIT
+
+build
+case $MODE in
+file) mode_file ;;
+versioned) mode_versioned ;;
+smallfiles) mode_smallfiles ;;
+all)
+	MODE=file RES=$WORK/results-file.tsv mode_file
+	RES=$WORK/results-versioned.tsv mode_versioned
+	RES=$WORK/results-smallfiles.tsv mode_smallfiles
+	;;
+*)
+	echo "usage: $0 [file|versioned|smallfiles|all]" >&2
+	exit 64
+	;;
+esac

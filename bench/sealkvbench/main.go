@@ -1,0 +1,342 @@
+// Command sealkvbench drives sealkv through its public API for bench/run.sh,
+// so that each operation can be timed (and its peak RSS taken) by
+// /usr/bin/time as one process, like restic and borg are.
+//
+//	sealkvbench keygen KEYFILE
+//	sealkvbench put   -store DIR -keys KEYFILE [-compression zstd|none] KEY FILE
+//	sealkvbench get   -store DIR -keys KEYFILE KEY OUTFILE
+//	sealkvbench tree  -store DIR -keys KEYFILE [-compression zstd|none] [-j N] ROOTKEY DIR
+//	sealkvbench stats -store DIR -keys KEYFILE
+//	sealkvbench genfiles DIR COUNT SIZE
+//
+// tree stores a directory as one Data per file and per directory, each entry
+// a child (kv.WithParent) of its directory's Data, keyed
+// "<directory key>/<name>"; a directory's content is its sorted listing
+// (the layout of "sealkv put DIR"). Every command prints one JSON line on
+// stdout with what it did.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kv "github.com/sealkv/kv"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "keygen":
+		err = keygen(args)
+	case "put":
+		err = put(args)
+	case "get":
+		err = get(args)
+	case "tree":
+		err = tree(args)
+	case "stats":
+		err = stats(args)
+	case "genfiles":
+		err = genfiles(args)
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sealkvbench:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage:
+  sealkvbench keygen KEYFILE
+  sealkvbench put   -store DIR -keys KEYFILE [-compression zstd|none] KEY FILE
+  sealkvbench get   -store DIR -keys KEYFILE KEY OUTFILE
+  sealkvbench tree  -store DIR -keys KEYFILE [-compression zstd|none] [-j N] ROOTKEY DIR
+  sealkvbench stats -store DIR -keys KEYFILE
+  sealkvbench genfiles DIR COUNT SIZE    (COUNT random files, 1000 per subdirectory)`)
+	os.Exit(64)
+}
+
+func keygen(args []string) error {
+	if len(args) != 1 {
+		usage()
+	}
+	k, err := kv.GenerateKeys()
+	if err != nil {
+		return err
+	}
+	b, err := k.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(args[0], b, 0o600)
+}
+
+type common struct {
+	fs          *flag.FlagSet
+	store, keys string
+	compression string
+	jobs        int
+}
+
+func parse(name string, args []string, want int) (*common, []string) {
+	c := &common{fs: flag.NewFlagSet(name, flag.ExitOnError)}
+	c.fs.StringVar(&c.store, "store", "", "store directory")
+	c.fs.StringVar(&c.keys, "keys", "", "key file")
+	c.fs.StringVar(&c.compression, "compression", "zstd", "zstd or none")
+	c.fs.IntVar(&c.jobs, "j", 4, "files put concurrently (tree)")
+	_ = c.fs.Parse(args)
+	if c.store == "" || c.keys == "" || c.fs.NArg() != want {
+		usage()
+	}
+	return c, c.fs.Args()
+}
+
+func (c *common) open() (*kv.DB, error) {
+	b, err := os.ReadFile(c.keys)
+	if err != nil {
+		return nil, err
+	}
+	k, err := kv.ParseKeys(b)
+	if err != nil {
+		return nil, err
+	}
+	o := &kv.Options{Keys: k, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	switch c.compression {
+	case "zstd":
+		o.Compression = kv.CompressionZstd
+	case "none":
+		o.Compression = kv.CompressionNone
+	default:
+		return nil, fmt.Errorf("unknown -compression %q", c.compression)
+	}
+	return kv.Open(c.store, o)
+}
+
+func report(v map[string]any) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	v["go_heap_sys_mib"] = float64(ms.HeapSys) / (1 << 20)
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+func put(args []string) error {
+	c, a := parse("put", args, 2)
+	db, err := c.open()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(a[1])
+	if err != nil {
+		db.Close()
+		return err
+	}
+	defer f.Close()
+	start := time.Now()
+	d, err := db.Put(context.Background(), a[0], f)
+	el := time.Since(start)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	report(map[string]any{"op": "put", "key": a[0], "bytes": d.Content.OriginalSize, "slices": d.Content.NumSlices,
+		"stored": d.Content.StorageSize, "seconds": el.Seconds(), "mb_s": float64(d.Content.OriginalSize) / el.Seconds() / 1e6})
+	return nil
+}
+
+func get(args []string) error {
+	c, a := parse("get", args, 2)
+	db, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	start := time.Now()
+	r, err := db.Get(context.Background(), a[0])
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	f, err := os.Create(a[1])
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, buf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	el := time.Since(start)
+	report(map[string]any{"op": "get", "key": a[0], "bytes": n, "seconds": el.Seconds(), "mb_s": float64(n) / el.Seconds() / 1e6})
+	return nil
+}
+
+func stats(args []string) error {
+	c, _ := parse("stats", args, 0)
+	db, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st := db.Stats()
+	b, _ := json.Marshal(st)
+	fmt.Println(string(b))
+	return nil
+}
+
+// tree puts the directory dir under rootKey: directories first (a child
+// needs its parent), files by -j workers.
+func tree(args []string) error {
+	c, a := parse("tree", args, 2)
+	rootKey, root := strings.TrimSuffix(a[0], "/"), a[1]
+	db, err := c.open()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	type file struct{ key, path, parent string }
+	files := make(chan file, 256)
+	var nfiles, ndirs, nbytes atomic.Int64
+	var wg sync.WaitGroup
+	for range max(c.jobs, 1) {
+		wg.Go(func() {
+			for f := range files {
+				if ctx.Err() != nil {
+					continue
+				}
+				fh, err := os.Open(f.path)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				d, err := db.Put(ctx, f.key, fh, kv.WithParent(f.parent))
+				fh.Close()
+				if err != nil {
+					cancel(fmt.Errorf("%s: %w", f.path, err))
+					continue
+				}
+				nfiles.Add(1)
+				nbytes.Add(d.Content.OriginalSize)
+			}
+		})
+	}
+	start := time.Now()
+	var walk func(key, path, parent string) error
+	walk = func(key, path, parent string) error {
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			return err
+		}
+		sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+		var listing strings.Builder
+		listing.WriteString("sealkv directory v1\n")
+		for _, e := range ents {
+			if e.IsDir() {
+				listing.WriteString(e.Name() + "/\n")
+			} else if e.Type().IsRegular() {
+				listing.WriteString(e.Name() + "\n")
+			}
+		}
+		var opts []kv.PutOption
+		if parent != "" {
+			opts = append(opts, kv.WithParent(parent))
+		}
+		if _, err := db.Put(ctx, key, strings.NewReader(listing.String()), opts...); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		ndirs.Add(1)
+		for _, e := range ents {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			p, k := filepath.Join(path, e.Name()), key+"/"+e.Name()
+			switch {
+			case e.IsDir():
+				if err := walk(k, p, key); err != nil {
+					return err
+				}
+			case e.Type().IsRegular():
+				files <- file{key: k, path: p, parent: key}
+			}
+		}
+		return nil
+	}
+	err = walk(rootKey, root, "")
+	close(files)
+	wg.Wait()
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	el := time.Since(start)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	n := nfiles.Load()
+	report(map[string]any{"op": "tree", "key": rootKey, "files": n, "dirs": ndirs.Load(), "bytes": nbytes.Load(),
+		"seconds": el.Seconds(), "files_s": float64(n) / el.Seconds(), "mb_s": float64(nbytes.Load()) / el.Seconds() / 1e6})
+	return nil
+}
+
+// genfiles writes count files of size pseudo-random bytes (distinct
+// content) into dir/dNNN/fNNNNNN, 1000 files per subdirectory.
+func genfiles(args []string) error {
+	if len(args) != 3 {
+		usage()
+	}
+	var count, size int
+	if _, err := fmt.Sscan(args[1], &count); err != nil {
+		return err
+	}
+	if _, err := fmt.Sscan(args[2], &size); err != nil {
+		return err
+	}
+	var seed [32]byte
+	copy(seed[:], "sealkvbench genfiles")
+	rng := mrand.NewChaCha8(seed)
+	buf := make([]byte, size)
+	for i := range count {
+		d := filepath.Join(args[0], fmt.Sprintf("d%03d", i/1000))
+		if i%1000 == 0 {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		rng.Read(buf)
+		if size >= 8 {
+			binary.LittleEndian.PutUint64(buf, uint64(i)) // distinct even if the generator repeated
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%06d", i)), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
