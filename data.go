@@ -93,17 +93,11 @@ func getData(r pebble.Reader, key string) (*record.Data, error) {
 
 // Stat returns the Data stored under key.
 func (db *DB) Stat(ctx context.Context, key string) (*Data, error) {
-	done, err := db.enter()
+	done, err := db.begin(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkKey(key); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	r, err := getData(db.meta, key)
 	if err != nil {
 		return nil, err

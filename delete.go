@@ -35,17 +35,11 @@ type KeptSlice struct {
 // key, ErrHasChildren if other Data name key as parent and ErrHasVersions
 // if key has older versions (see PruneVersions).
 func (db *DB) Delete(ctx context.Context, key string) (*DeleteReport, error) {
-	done, err := db.enter()
+	done, err := db.begin(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkKey(key); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	d, err := getData(db.meta, key)
@@ -75,20 +69,14 @@ func (db *DB) Delete(ctx context.Context, key string) (*DeleteReport, error) {
 // current version is never removed; keep 0 leaves only it) and every slice
 // only they referenced.
 func (db *DB) PruneVersions(ctx context.Context, key string, keep int) (*DeleteReport, error) {
-	done, err := db.enter()
+	if keep < 0 {
+		return nil, fmt.Errorf("%w: negative keep %d", ErrInvalidOptions, keep)
+	}
+	done, err := db.begin(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkKey(key); err != nil {
-		return nil, err
-	}
-	if keep < 0 {
-		return nil, fmt.Errorf("%w: negative keep %d", ErrInvalidOptions, keep)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	d, err := getData(db.meta, key)

@@ -13,6 +13,7 @@
 package kv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,8 +207,8 @@ type DB struct {
 	// needsRecovery keeps the session marked unclean at Close, so that
 	// the next Open cleans up after a Put whose rollback failed.
 	needsRecovery atomic.Bool
-	puts    atomic.Uint64 // put numbers within session
-	opened  sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
+	puts          atomic.Uint64 // put numbers within session
+	opened        sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
 
 	// calls counts the calls (and Reader fetches) in flight; Close waits for
 	// them. Unlike a RWMutex, entering never blocks: once Close has begun,
@@ -416,6 +417,24 @@ func (db *DB) Close() error {
 		return fmt.Errorf("sealkv: close: %w", err)
 	}
 	return nil
+}
+
+// begin admits a call on key: the DB is open, the key valid and ctx live.
+// The returned function ends the call.
+func (db *DB) begin(ctx context.Context, key string) (func(), error) {
+	done, err := db.enter()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKey(key); err != nil {
+		done()
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		done()
+		return nil, err
+	}
+	return done, nil
 }
 
 // enter admits a call; the returned function ends it.

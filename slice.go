@@ -144,19 +144,13 @@ func (db *DB) GetVersion(ctx context.Context, key string, version uint64) (*Read
 }
 
 func (db *DB) get(ctx context.Context, key string, version uint64) (*Reader, error) {
-	done, err := db.enter()
+	done, err := db.begin(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := checkKey(key); err != nil {
-		return nil, err
-	}
 	if !db.keys.CanRead() {
 		return nil, ErrWriteOnly
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
 	}
 	d, err := getData(db.meta, key)
 	if err != nil {
