@@ -172,9 +172,11 @@ func WithParent(parent string) PutOption {
 // atomically and durably. Content equal to the current version adds no
 // version; p's manifest is then released like a deleted one.
 func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
-	db.mu.Lock()
-	d, synced, err := db.commitPutLocked(p, c, po)
-	db.mu.Unlock()
+	d, synced, err := func() (*Data, bool, error) {
+		db.mu.Lock()
+		defer db.mu.Unlock() // also on a fatal engine panic (see catch)
+		return db.commitPutLocked(p, c, po)
+	}()
 	if err == nil && !synced {
 		// Group commit: concurrent Puts share this WAL sync, which also
 		// makes every earlier batch durable.

@@ -34,12 +34,13 @@ type KeptSlice struct {
 // references. It refuses, changing nothing, with ErrNotFound for an unknown
 // key, ErrHasChildren if other Data name key as parent and ErrHasVersions
 // if key has older versions (see PruneVersions).
-func (db *DB) Delete(ctx context.Context, key string) (*DeleteReport, error) {
+func (db *DB) Delete(ctx context.Context, key string) (_ *DeleteReport, err error) {
 	done, err := db.begin(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	defer catch(&err)
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	d, err := getData(db.meta, key)
@@ -68,7 +69,7 @@ func (db *DB) Delete(ctx context.Context, key string) (*DeleteReport, error) {
 // PruneVersions removes all but the keep newest older versions of key (the
 // current version is never removed; keep 0 leaves only it) and every slice
 // only they referenced.
-func (db *DB) PruneVersions(ctx context.Context, key string, keep int) (*DeleteReport, error) {
+func (db *DB) PruneVersions(ctx context.Context, key string, keep int) (_ *DeleteReport, err error) {
 	if keep < 0 {
 		return nil, fmt.Errorf("%w: negative keep %d", ErrInvalidOptions, keep)
 	}
@@ -77,6 +78,7 @@ func (db *DB) PruneVersions(ctx context.Context, key string, keep int) (*DeleteR
 		return nil, err
 	}
 	defer done()
+	defer catch(&err)
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	d, err := getData(db.meta, key)

@@ -316,7 +316,8 @@ func (db *DB) closeKeyspaces() {
 
 // start checks the keys against the store (or creates it), recovers and
 // begins this DB's writer session.
-func (db *DB) start() error {
+func (db *DB) start() (err error) {
+	defer catch(&err)
 	cfg, err := db.config()
 	if err != nil {
 		return err

@@ -29,12 +29,13 @@ const chunkRefs = 1024
 // If ctx is cancelled or r fails, Put returns that error (errors.Is-able)
 // and leaves nothing behind. When Put returns nil the new version is
 // durable.
-func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (*Data, error) {
+func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (_ *Data, err error) {
 	done, err := db.enter()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	defer catch(&err)
 	var po putOptions
 	for _, o := range opts {
 		o(&po)

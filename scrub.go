@@ -32,12 +32,13 @@ type ScrubReport struct {
 // rewrites the bad ones from parity. With readable Keys it also opens each
 // slice and checks its plaintext against its SliceID; slices failing that
 // are marked bad so the next Put of their content replaces them.
-func (db *DB) Scrub(ctx context.Context, opts ScrubOptions) (*ScrubReport, error) {
+func (db *DB) Scrub(ctx context.Context, opts ScrubOptions) (_ *ScrubReport, err error) {
 	done, err := db.enter()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	defer catch(&err)
 	total := db.Stats().Slices
 	rep := &ScrubReport{}
 	err = db.eachKey([]byte{record.PrefixSlice}, func(k, v []byte) error {

@@ -118,6 +118,7 @@ func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed
 // markBad records that slice id (as described by rec) failed verification,
 // so the next Put of the same content seals it anew.
 func (db *DB) markBad(id *SliceID, rec *record.Slice) {
+	defer catch(new(error)) // runs in Reader fetches: a fatal engine error must not escape
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	cur, err := db.sliceRecord(id)

@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/klauspost/reedsolomon"
 	"github.com/cespare/xxhash/v2"
+	"github.com/klauspost/reedsolomon"
 )
 
 // ChecksumSize is the length of the checksum that prefixes every shard.

@@ -6,14 +6,13 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 )
 
 // CompactBytes is how many bytes of deleted shards (as estimated from the
 // sstables holding them) make the slice keyspace compact the deleted
-// ranges. It is a variable so tests can lower it.
+// ranges. A variable for tests and tuning.
 var CompactBytes int64 = 256 << 20
 
 // maxSpans bounds the ranges one compaction round works through; more are
@@ -39,15 +38,21 @@ const maxSpans = 32
 // files under them. One round runs at a time; Close cancels it and waits;
 // errors are logged and the ranges retried by the next round.
 //
-// Cost: a round rewrites the live data that shares sstables with deleted
-// shards. Puts own contiguous, time-ordered key ranges, so a Delete usually
-// covers whole ingested tables and the rewrite is small; the worst case
-// (deletes scattered one slice per table) rewrites up to one 64 MiB table
-// per deleted range, and is bounded by running only after CompactBytes of
-// deletions.
+// Cost: a round rewrites the live data in the sstables its ranges overlap.
+// Puts own contiguous, time-ordered key ranges, so a Delete usually covers
+// whole ingested tables, which are dropped without a rewrite. The bad case
+// is deletions scattered over many tables (one slice each): every table
+// touched is rewritten, and when a round has more than maxSpans ranges,
+// neighbours are merged and the tables between them rewritten too. Rounds
+// start only after CompactBytes of deletions, so the rewriting is at most
+// the store's size per CompactBytes deleted, and usually far less.
 type compactor struct {
 	db     *pebble.DB
 	logger pebble.Logger
+	// failed reports the store's failure: after a fatal commit error no
+	// round may start, since its flush would rotate the broken WAL (which
+	// Pebble answers with a panic).
+	failed func() error
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -58,16 +63,14 @@ type compactor struct {
 	spans   []span // key ranges deleted since the last round began
 	running bool   // a round's goroutine is active
 	again   bool   // deletions arrived while it ran
-
-	rounds atomic.Int64 // completed rounds, for tests
 }
 
 // span is a deleted key range [lo, hi).
 type span struct{ lo, hi []byte }
 
-func newCompactor(db *pebble.DB, logger pebble.Logger) *compactor {
+func newCompactor(db *pebble.DB, logger pebble.Logger, failed func() error) *compactor {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &compactor{db: db, logger: logger, ctx: ctx, cancel: cancel}
+	return &compactor{db: db, logger: logger, failed: failed, ctx: ctx, cancel: cancel}
 }
 
 // deleted records key ranges whose removal has been committed.
@@ -102,40 +105,37 @@ func (c *compactor) deleted(spans []span) {
 	go c.loop()
 }
 
-// loop runs compaction rounds while they are due.
+// loop runs compaction rounds while they are due. Deletions that arrive
+// while it checks or compacts make it check again.
 func (c *compactor) loop() {
 	defer c.wg.Done()
 	for {
-		due := c.due()
 		c.mu.Lock()
-		if !due || c.ctx.Err() != nil {
-			c.running, c.again = false, false
-			c.mu.Unlock()
-			return
-		}
-		spans := limit(coalesce(c.spans), maxSpans)
-		c.spans, c.pending, c.again = nil, 0, false
+		c.again = false
 		c.mu.Unlock()
-		if err := c.compact(spans); err != nil {
-			if c.ctx.Err() == nil {
-				c.logger.Errorf("slicestore: compacting deleted shards: %v", err)
+		if c.due() {
+			c.mu.Lock()
+			spans := limit(coalesce(c.spans), maxSpans)
+			c.spans, c.pending = nil, 0
+			c.mu.Unlock()
+			if err := c.compact(spans); err != nil {
+				if c.ctx.Err() == nil {
+					c.logger.Errorf("slicestore: compacting deleted shards: %v", err)
+				}
+				c.mu.Lock()
+				c.spans = append(c.spans, spans...) // retried by the next round
+				c.running = false
+				c.mu.Unlock()
+				return
 			}
-			c.mu.Lock()
-			c.spans = append(c.spans, spans...) // retried by the next round
-			c.running = false
-			c.mu.Unlock()
-			return
 		}
-		c.rounds.Add(1)
 		c.mu.Lock()
-		again := c.again
-		c.mu.Unlock()
-		if !again {
-			c.mu.Lock()
+		if !c.again || c.ctx.Err() != nil {
 			c.running = false
 			c.mu.Unlock()
 			return
 		}
+		c.mu.Unlock()
 	}
 }
 
@@ -145,7 +145,7 @@ func (c *compactor) due() bool {
 	c.mu.Lock()
 	pending, n := c.pending, len(c.spans)
 	c.mu.Unlock()
-	if n == 0 {
+	if n == 0 || c.failed() != nil || c.ctx.Err() != nil {
 		return false
 	}
 	if pending >= CompactBytes {
@@ -168,9 +168,12 @@ func (c *compactor) compact(spans []span) error {
 	return nil
 }
 
-// close cancels a round in progress and waits for it.
+// close cancels a round in progress and waits for it. No round starts
+// after it.
 func (c *compactor) close() {
+	c.mu.Lock()
 	c.cancel()
+	c.mu.Unlock()
 	c.wg.Wait()
 }
 
