@@ -14,8 +14,8 @@ import (
 	"github.com/sealkv/kv/internal/slicestore"
 )
 
-// sliceLocs returns every slice record of db.
-func sliceRecords(t *testing.T, db *DB) map[SliceID]*record.Slice {
+// sliceRecords returns every slice record of db.
+func sliceRecords(t testing.TB, db *DB) map[SliceID]*record.Slice {
 	t.Helper()
 	recs := map[SliceID]*record.Slice{}
 	err := db.eachKey([]byte{record.PrefixSlice}, func(k, v []byte) error {

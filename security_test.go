@@ -43,23 +43,9 @@ func memOpts(k *Keys, fs vfs.FS) *Options {
 	return o
 }
 
-func secRecords(t testing.TB, db *DB) map[SliceID]*record.Slice {
-	t.Helper()
-	recs := map[SliceID]*record.Slice{}
-	err := db.eachKey([]byte{record.PrefixSlice}, func(k, v []byte) error {
-		rec, err := record.DecodeSlice(v)
-		recs[SliceID(k[1:])] = rec
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
-}
-
 func onlyRecord(t testing.TB, db *DB) (SliceID, *record.Slice) {
 	t.Helper()
-	recs := secRecords(t, db)
+	recs := sliceRecords(t, db)
 	if len(recs) != 1 {
 		t.Fatalf("%d slice records, want 1", len(recs))
 	}
@@ -240,7 +226,7 @@ func TestNoKeyNonceReuse(t *testing.T) {
 				db.session.Seal(nil, payload, &ids[seq%16], num<<32|seq, 0)
 			}
 		}
-		for _, rec := range secRecords(t, db) {
+		for _, rec := range sliceRecords(t, db) {
 			recorded = append(recorded, [2]any{rec.Session, rec.Ctr})
 		}
 	}
@@ -502,7 +488,7 @@ func TestSwappedSliceRecords(t *testing.T) {
 		t.Fatalf("%d slices", d.Content.NumSlices)
 	}
 	var ids []SliceID
-	recs := secRecords(t, db)
+	recs := sliceRecords(t, db)
 	for id := range recs {
 		ids = append(ids, id)
 	}
@@ -696,7 +682,7 @@ func viewOf(t *testing.T, db *DB, key string) storeView {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rec := range secRecords(t, db) {
+	for _, rec := range sliceRecords(t, db) {
 		for _, sh := range getShards(t, db, rec) {
 			sv.ct[blake3.Sum256(sh)] = true
 		}
@@ -1067,7 +1053,7 @@ func TestPadding(t *testing.T) {
 				want[key] = append(randBytes(n/2), bytes.Repeat([]byte("abc"), n-n/2)[:n-n/2]...)
 				mustPut(t, db, key, want[key])
 			}
-			for id, rec := range secRecords(t, db) {
+			for id, rec := range sliceRecords(t, db) {
 				if rec.Session != db.session.ID {
 					continue
 				}
@@ -1091,7 +1077,7 @@ func TestPadding(t *testing.T) {
 	// Malformed padding under a valid seal.
 	b := randBytes(300)
 	mustPut(t, db, "m", b)
-	recs := secRecords(t, db)
+	recs := sliceRecords(t, db)
 	id := db.sliceID(b)
 	rec := *recs[id]
 	body := append(bytes.Clone(b), 0x80, 0x01) // not canonical
@@ -1153,7 +1139,7 @@ func TestPadmeOverhead(t *testing.T) {
 	}
 	var sealed [2]int64
 	for i, db := range dbs {
-		for _, rec := range secRecords(t, db) {
+		for _, rec := range sliceRecords(t, db) {
 			sealed[i] += rec.SealedSize
 		}
 	}

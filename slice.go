@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -366,7 +367,7 @@ func (r *Reader) chunkAt(off int64) (*chunkIndex, error) {
 		return nil, r.missing(off)
 	}
 	k := it.Key()
-	start := int64(beUint64(k[len(k)-8:]))
+	start := int64(binary.BigEndian.Uint64(k[len(k)-8:]))
 	refs, err := record.DecodeChunk(it.Value())
 	if err != nil {
 		return nil, fmt.Errorf("%w: manifest %x: %v", ErrCorrupt, r.manifest, err)
@@ -390,12 +391,4 @@ func (r *Reader) missing(off int64) error {
 		return fmt.Errorf("%w: content deleted while being read", ErrNotFound)
 	}
 	return fmt.Errorf("%w: manifest %x has no chunk at %d", ErrCorrupt, r.manifest, off)
-}
-
-func beUint64(b []byte) uint64 {
-	var v uint64
-	for _, x := range b {
-		v = v<<8 | uint64(x)
-	}
-	return v
 }
