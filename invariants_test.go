@@ -72,13 +72,15 @@ func invariants(db *DB) error {
 	if err != nil {
 		return err
 	}
-	referenced := map[SliceID]bool{}
+	// Reference keys carry only a SliceID prefix (record.RefIDSize).
+	referenced := map[[record.RefIDSize]byte]bool{}
 	err = db.eachKey([]byte{record.PrefixRef}, func(k, _ []byte) error {
 		m, ok := record.RefManifest(k)
 		if !ok || !manifests[m] {
 			return fmt.Errorf("I2: reference %x from uncommitted manifest", k)
 		}
-		referenced[SliceID(k[1:65])] = true
+		p, _ := record.RefSlicePrefix(k)
+		referenced[p] = true
 		delete(refsWanted, string(k))
 		return nil
 	})
@@ -89,7 +91,7 @@ func invariants(db *DB) error {
 		return fmt.Errorf("I1: missing reference %x", k)
 	}
 	for id := range records {
-		if !referenced[id] {
+		if !referenced[[record.RefIDSize]byte(id[:record.RefIDSize])] {
 			return fmt.Errorf("I2: slice %s has no references", id)
 		}
 	}

@@ -12,6 +12,10 @@ import (
 	mrand "math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sealkv/kv/internal/record"
 )
 
 var ctx = context.Background()
@@ -344,6 +348,31 @@ func TestWrongKeys(t *testing.T) {
 	db.Close()
 	if _, err := Open(dir, smallOpts(newKeys(t))); !errors.Is(err, ErrWrongKeys) {
 		t.Fatalf("wrong keys: %v", err)
+	}
+}
+
+// TestOldFormatRefused checks that a store of an earlier development format
+// (Config tag 0xC1: reference keys with the full SliceID) is refused with a
+// clear error instead of being misread.
+func TestOldFormatRefused(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	db := openDB(t, dir, smallOpts(k))
+	mustPut(t, db, "a", []byte("x"))
+	v, closer, err := db.meta.Get(record.ConfigKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := append([]byte(nil), v...)
+	closer.Close()
+	old[0] = 0xC1
+	if err := db.meta.Set(record.ConfigKey, old, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = Open(dir, smallOpts(k))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "earlier development format of sealkv and must be re-created") {
+		t.Fatalf("old format store: %v", err)
 	}
 }
 

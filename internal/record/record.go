@@ -142,8 +142,16 @@ func (d *decoder) done() error {
 }
 
 // Record tags.
+//
+// The Config record's tag is the store's format: it is read first by Open,
+// so bumping it refuses a store whose other records or keys would be
+// misread. Format 1 (tag 0xC1) was an earlier development format. Format 2
+// (tag 0xC2): reference keys carry a 32-byte SliceID prefix (RefIDSize)
+// instead of the full SliceID, and ContentID is computed over the slice
+// list.
 const (
-	tagConfig   = 0xC1
+	tagConfig   = 0xC2
+	tagConfigV1 = 0xC1 // format 1: refused, see DecodeConfig
 	tagData     = 0xD1
 	tagManifest = 0xA1
 	tagChunk    = 0xB1
@@ -171,8 +179,17 @@ func (c *Config) Encode() []byte {
 	return e.bytes()
 }
 
-// DecodeConfig decodes a Config.
+// ErrOldFormat is the reason a Config of an earlier development format is
+// refused; the error DecodeConfig returns wraps both it and ErrCorrupt.
+var ErrOldFormat = errors.New("the store was created by an earlier development format of sealkv and must be re-created")
+
+// DecodeConfig decodes a Config. A Config of an earlier format is refused
+// with an error wrapping ErrOldFormat (and ErrCorrupt): its store cannot be
+// read by this version.
 func DecodeConfig(b []byte) (*Config, error) {
+	if len(b) > 0 && b[0] == tagConfigV1 {
+		return nil, fmt.Errorf("%w: config: format 1: %w", ErrCorrupt, ErrOldFormat)
+	}
 	d := newDecoder(b, tagConfig, "config")
 	c := &Config{}
 	d.raw(c.Fingerprint[:])

@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -104,4 +105,63 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestConfigOldFormat checks that a Config of format 1 (before reference
+// keys carried a SliceID prefix) is refused with a clear error, not misread.
+func TestConfigOldFormat(t *testing.T) {
+	c, _, _, _, _, _, _, _ := sample()
+	b := c.Encode()
+	if b[0] != tagConfig || tagConfig == tagConfigV1 {
+		t.Fatalf("config tag %#x", b[0])
+	}
+	b[0] = tagConfigV1
+	got, err := DecodeConfig(b)
+	if err == nil || got != nil {
+		t.Fatalf("format 1 config accepted: %+v", got)
+	}
+	if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrOldFormat) {
+		t.Fatalf("error does not wrap ErrCorrupt and ErrOldFormat: %v", err)
+	}
+	for _, want := range []string{"earlier development format", "re-created"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not say %q", err, want)
+		}
+	}
+	// Any other tag is an unknown format.
+	b[0] = 0xC3
+	if _, err := DecodeConfig(b); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrOldFormat) {
+		t.Fatalf("unknown tag: %v", err)
+	}
+}
+
+// TestRefKey checks that reference keys carry the first RefIDSize bytes of
+// the SliceID and decode back.
+func TestRefKey(t *testing.T) {
+	var id [IDSize]byte
+	for i := range id {
+		id[i] = byte(i + 1)
+	}
+	m := NewManifestID([SessionSize]byte{7}, 42)
+	k := RefKey(&id, m)
+	if len(k) != 1+RefIDSize+ManifestIDSize || k[0] != PrefixRef {
+		t.Fatalf("ref key %x", k)
+	}
+	if p := RefPrefix(&id); !bytes.HasPrefix(k, p) || !bytes.Equal(p[1:], id[:RefIDSize]) {
+		t.Fatalf("ref prefix %x of key %x", p, k)
+	}
+	if got, ok := RefManifest(k); !ok || got != m {
+		t.Fatalf("manifest %x, %v", got, ok)
+	}
+	if p, ok := RefSlicePrefix(k); !ok || !bytes.Equal(p[:], id[:RefIDSize]) {
+		t.Fatalf("slice prefix %x, %v", p, ok)
+	}
+	for _, bad := range [][]byte{k[:len(k)-1], append(k, 0), append([]byte{PrefixSlice}, k[1:]...)} {
+		if _, ok := RefManifest(bad); ok {
+			t.Fatalf("RefManifest accepted %x", bad)
+		}
+		if _, ok := RefSlicePrefix(bad); ok {
+			t.Fatalf("RefSlicePrefix accepted %x", bad)
+		}
+	}
 }
