@@ -20,7 +20,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
-	"github.com/zeebo/blake3"
 )
 
 func slogText(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
@@ -186,7 +185,7 @@ func runFaultCase(t *testing.T, keys *Keys, c faultCase, seed uint64) int {
 			} else if rng.IntN(6) == 0 {
 				b = append(b, large...) // deduplicated against an earlier Put
 			}
-			known[cidOf(db, b)] = true
+			known[contentID(db, b)] = true
 			var d *Data
 			err := survive(t, func() (err error) { d, err = db.Put(ctx, key, bytes.NewReader(b)); return })
 			check("Put", err)
@@ -206,13 +205,11 @@ func runFaultCase(t *testing.T, keys *Keys, c faultCase, seed uint64) int {
 					return err
 				}
 				defer r.Close()
-				h, _ := blake3.NewKeyed(db.cidKey)
-				if _, err := io.Copy(h, r); err != nil {
+				b, err := io.ReadAll(r)
+				if err != nil {
 					return err
 				}
-				var id ContentID
-				h.Digest().Read(id[:])
-				if !known[id] {
+				if !known[contentID(db, b)] {
 					t.Fatalf("seed %d: Get %q returned bytes that were never put", seed, key)
 				}
 				return nil
@@ -306,14 +303,6 @@ func survive(t *testing.T, f func() error) (err error) {
 		panic(r)
 	}()
 	return f()
-}
-
-func cidOf(db *DB, b []byte) ContentID {
-	h, _ := blake3.NewKeyed(db.cidKey)
-	h.Write(b)
-	var id ContentID
-	h.Digest().Read(id[:])
-	return id
 }
 
 const manifestHelperEnv = "SEALKV_MANIFEST_HELPER"

@@ -200,8 +200,9 @@ type DB struct {
 	meta    *pebble.DB
 	slices  slicestore.Store
 	chunker *chunker.Chunker
-	idKey   []byte // keys the SliceID hash
-	cidKey  []byte // keys the ContentID hash
+	idKey   []byte    // keys the SliceID hash
+	cidKey  []byte    // keys the ContentID hash
+	idHash  sync.Pool // *blake3.Hasher keyed with idKey, for sliceID
 
 	session *seal.Session // this DB's writer session
 	// needsRecovery keeps the session marked unclean at Close, so that

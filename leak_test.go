@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zeebo/blake3"
 	"go.uber.org/goleak"
 
 	"github.com/sealkv/kv/internal/slicestore"
@@ -291,13 +290,11 @@ func soakRead(t *testing.T, db *DB, key string) {
 // contentIDOf hashes what r yields with the store's ContentID key.
 func contentIDOf(t testing.TB, db *DB, r io.Reader) ContentID {
 	t.Helper()
-	h, _ := blake3.NewKeyed(db.cidKey)
-	if _, err := io.Copy(h, r); err != nil {
+	b, err := io.ReadAll(r)
+	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
-	var id ContentID
-	h.Digest().Read(id[:])
-	return id
+	return contentID(db, b)
 }
 
 // trend fits y = a + slope*t by least squares and returns slope (per

@@ -1,7 +1,9 @@
 package kv
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/zeebo/blake3"
 
+	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/erasure"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/seal"
@@ -108,7 +111,7 @@ type job struct {
 	shards [][]byte
 	stored int64
 	err    error
-	users  atomic.Int32 // holders of data; see release
+	blk    *block // holds data
 }
 
 // content is what run learned about the ClearText.
@@ -130,7 +133,7 @@ func (db *DB) newPut(key string) *put {
 	}
 }
 
-// run streams r through chunker, workers and the ordered writer.
+// run streams r through reader, cutter, workers and the ordered writer.
 func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -146,72 +149,141 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 			}
 		})
 	}
-	hash := make(chan *job, 2)
-	var cid ContentID
-	var hwg sync.WaitGroup
-	hwg.Go(func() { cid = p.db.contentHash(hash) })
-	var readErr error
-	go func() {
-		readErr = p.cut(ctx, r, work, order, hash)
-		close(work)
-		close(order)
-		close(hash)
+	filled := make(chan *block, 1)
+	var readErr, cutErr error
+	wg.Go(func() {
+		readErr = p.read(ctx, r, filled)
+		close(filled)
 		if readErr != nil {
 			cancel(readErr)
+		}
+	})
+	go func() {
+		cutErr = p.cut(ctx, filled, work, order)
+		close(work)
+		close(order)
+		if cutErr != nil {
+			cancel(cutErr)
+		}
+		for b := range filled { // unblock the reader
+			b.release()
 		}
 	}()
 	c, err := p.write(ctx, order)
 	if err != nil {
 		cancel(err)
 	}
-	for range order { // drain so the cutter can finish
+	for j := range order { // drain so the cutter can finish
+		<-j.done
+		j.release()
 	}
 	wg.Wait()
-	hwg.Wait()
-	if err == nil && readErr != nil {
-		err = readErr
-	}
+	err = cmp.Or(err, readErr, cutErr)
 	if err == nil {
 		err = context.Cause(ctx)
 	}
 	if err != nil {
 		return nil, err
 	}
-	c.id = cid
 	return c, nil
 }
 
-// contentHash computes the ContentID of the slices sent on in.
-func (db *DB) contentHash(in <-chan *job) ContentID {
-	h, _ := blake3.NewKeyed(db.cidKey)
-	for j := range in {
-		h.Write(j.data)
-		j.release()
-	}
-	var id ContentID
-	h.Digest().Read(id[:])
-	return id
+// A block is a span of ClearText as read from the Put's reader. Slices are
+// cut from it in place, not copied; it is recycled when the last of them has
+// been written. The first maxSlice bytes are left free for the cutter to
+// copy in the tail of the previous block, so a slice is always contiguous.
+type block struct {
+	b     []byte // b[:head] is free, b[head:] holds ClearText
+	head  int
+	eof   bool
+	users atomic.Int32
+	sem   chan struct{} // bounds the blocks of one Put in memory
 }
 
-// cut reads r, cuts it into slices and hands them out in order.
-func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, hash chan<- *job) error {
+func (b *block) release() {
+	if b.users.Add(-1) == 0 {
+		bufpool.Put(b.b[:cap(b.b)])
+		<-b.sem
+	}
+}
+
+// Block sizes: a Put's first block is small so small Puts stay cheap; the
+// later ones hold blockSlices maximal slices after the copied-in tail.
+const (
+	firstBlock  = 256 << 10
+	blockSlices = 1
+	maxBlocks   = 4
+)
+
+// read fills blocks from r and sends them on out, in order, until r ends.
+// It runs on its own goroutine so the cutter never waits for r.
+func (p *put) read(ctx context.Context, r io.Reader, out chan<- *block) error {
 	max := p.db.chunker.Params().Max
-	// The window is several slices long so remaining bytes are moved to
-	// its front only once every few slices.
-	buf := make([]byte, 0, 4*max)
-	pos, eof := 0, false
-	var seq uint64
+	sem := make(chan struct{}, maxBlocks)
+	head, size := 0, firstBlock
 	for {
-		if !eof && len(buf)-pos < max {
-			if cap(buf)-len(buf) < max {
-				buf = buf[:copy(buf, buf[pos:])]
-				pos = 0
-			}
-			if err := p.fill(ctx, r, &buf, pos+max, &eof); err != nil {
-				return err
-			}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil // the cause is reported by whoever cancelled
 		}
-		n := p.db.chunker.Cut(buf[pos:], eof)
+		b := &block{b: bufpool.Get(head + size), head: head, sem: sem}
+		b.users.Store(1) // the cutter's
+		n, err := io.ReadFull(r, b.b[head:])
+		b.b = b.b[:head+n]
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			b.eof = true
+		case err != nil:
+			b.release()
+			return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			b.release()
+			return nil
+		}
+		if b.eof {
+			return nil
+		}
+		head, size = max, blockSlices*max
+	}
+}
+
+// cut cuts the blocks from in into slices and hands them out in order.
+func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job) error {
+	var cur *block
+	defer func() {
+		if cur != nil {
+			cur.release()
+		}
+	}()
+	var buf []byte // the unconsumed ClearText, inside cur
+	eof := false
+	max := p.db.chunker.Params().Max
+	for seq := uint64(0); ; {
+		if !eof && len(buf) < max {
+			var next *block
+			select {
+			case next = <-in:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			if next == nil {
+				return nil // the reader failed or was cancelled; it says why
+			}
+			// Move the tail in front of the new bytes.
+			from := next.head - len(buf)
+			copy(next.b[from:], buf)
+			buf, eof = next.b[from:], next.eof
+			if cur != nil {
+				cur.release()
+			}
+			cur = next
+			continue
+		}
+		n := p.db.chunker.Cut(buf, eof)
 		if n == 0 {
 			if eof {
 				return nil
@@ -221,15 +293,14 @@ func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, has
 		if seq > math.MaxUint32 {
 			return fmt.Errorf("sealkv: %q has more than 2^32 slices", p.key)
 		}
-		j := &job{seq: seq, data: getBuf(n), done: make(chan struct{})}
-		j.users.Store(2) // the ContentID hash and the pipeline
-		copy(j.data, buf[pos:pos+n])
-		pos += n
+		cur.users.Add(1)
+		j := &job{seq: seq, data: buf[:n:n], blk: cur, done: make(chan struct{})}
+		buf = buf[n:]
 		seq++
-		hash <- j
 		select {
 		case order <- j:
 		case <-ctx.Done():
+			j.release()
 			return context.Cause(ctx)
 		}
 		select {
@@ -241,31 +312,11 @@ func (p *put) cut(ctx context.Context, r io.Reader, work, order chan<- *job, has
 	}
 }
 
-// fill reads from r into *buf until it holds want bytes or r ends.
-func (p *put) fill(ctx context.Context, r io.Reader, buf *[]byte, want int, eof *bool) error {
-	b := *buf
-	defer func() { *buf = b }()
-	for len(b) < want {
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			*eof = true
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-	}
-	return nil
-}
-
-// release drops one user of j's ClearText buffer, recycling it after the last.
+// release drops the job's hold on its ClearText.
 func (j *job) release() {
-	if j.users.Add(-1) == 0 {
-		putBuf(j.data)
+	if j.blk != nil {
+		j.blk.release()
+		j.blk, j.data = nil, nil
 	}
 }
 
@@ -324,17 +375,17 @@ func (p *put) seal(j *job) error {
 		var ok bool
 		if body, ok = compress(j.data); ok {
 			flags |= seal.FlagCompressed
-			defer putBuf(body)
+			defer bufpool.Put(body)
 		}
 	}
 	if p.db.opts.Padding {
-		body, flags = seal.PadInto(getBuf(seal.PadmeLen(len(body)+1)), body), flags|seal.FlagPadded
-		defer putBuf(body)
+		body, flags = seal.PadInto(bufpool.Get(seal.PadmeLen(len(body)+1)), body), flags|seal.FlagPadded
+		defer bufpool.Put(body)
 	}
 	ctr := p.num<<32 | j.seq
-	sealed, commit := p.db.session.Seal(getBuf(len(body) + seal.Overhead)[:0], body, (*[64]byte)(&j.id), ctr, flags)
-	defer putBuf(sealed)
-	shards, err := p.coder.EncodeInto(getBuf(int(p.coder.StoredSize(len(sealed)))), j.id[:], sealed)
+	sealed, commit := p.db.session.Seal(bufpool.Get(len(body) + seal.Overhead)[:0], body, (*[64]byte)(&j.id), ctr, flags)
+	defer bufpool.Put(sealed)
+	shards, err := p.coder.EncodeInto(bufpool.Get(int(p.coder.StoredSize(len(sealed)))), j.id[:], sealed)
 	if err != nil {
 		return err
 	}
@@ -356,9 +407,11 @@ func storedSize(r *record.Slice) int64 {
 // new shards to the slice keyspace and publishes them once durable.
 func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	c := &content{}
+	cid, _ := blake3.NewKeyed(p.db.cidKey)
 	for j := range order {
 		<-j.done
 		if j.err != nil {
+			j.release()
 			return nil, j.err
 		}
 		if j.local != nil {
@@ -371,12 +424,13 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 		c.size += int64(len(j.data))
 		c.stored += j.stored
 		c.slices++
+		contentEntry(cid, &j.id, len(j.data))
 		if err := p.list(j); err != nil {
 			return nil, err
 		}
 		if j.rec != nil {
 			err := p.add(ctx, j)
-			putBuf(j.shards[0][:cap(j.shards[0])])
+			bufpool.Put(j.shards[0][:cap(j.shards[0])])
 			if err != nil {
 				return nil, err
 			}
@@ -387,8 +441,22 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
+	cid.Digest().Read(c.id[:])
 	// The last records and manifest chunk go into the commit's batch.
 	return c, p.w.Flush(ctx)
+}
+
+// contentEntry adds one slice to a ContentID hash. A ContentID is the keyed
+// BLAKE3-512 of the ClearText's slice list, each slice as SliceID ‖ length
+// (uint64, little-endian), not of the ClearText itself: SliceIDs are keyed
+// BLAKE3-512 of the slices and the store's chunker (key and sizes fixed at
+// creation) cuts equal ClearTexts into equal lists, so equal ContentIDs still
+// mean equal ClearTexts, and a Put hashes its ClearText once instead of twice.
+func contentEntry(h *blake3.Hasher, id *SliceID, n int) {
+	var e [len(SliceID{}) + 8]byte
+	copy(e[:], id[:])
+	binary.LittleEndian.PutUint64(e[len(id):], uint64(n))
+	h.Write(e[:])
 }
 
 // list appends j's slice to the manifest, writing a full chunk.

@@ -10,6 +10,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
 
+	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/seal"
 )
@@ -126,10 +127,16 @@ func (db *DB) readSession(sid [seal.SessionIDSize]byte) (*seal.Session, error) {
 
 // sliceID is the keyed BLAKE3-512 of a slice's ClearText.
 func (db *DB) sliceID(clear []byte) SliceID {
-	h, _ := blake3.NewKeyed(db.idKey)
+	h, ok := db.idHash.Get().(*blake3.Hasher)
+	if ok {
+		h.Reset()
+	} else {
+		h, _ = blake3.NewKeyed(db.idKey)
+	}
 	h.Write(clear)
 	var id SliceID
 	h.Digest().Read(id[:])
+	db.idHash.Put(h)
 	return id
 }
 
@@ -157,16 +164,16 @@ func compress(clear []byte) ([]byte, bool) {
 		// Try a sample first: already compressed or encrypted data (most
 		// large blobs) would otherwise cost a full zstd pass for nothing.
 		// A sample that shrinks < 3% predicts the whole will too.
-		probe := e.EncodeAll(clear[:compressProbe], getBuf(compressProbe)[:0])
+		probe := e.EncodeAll(clear[:compressProbe], bufpool.Get(e.MaxEncodedSize(compressProbe))[:0])
 		skip := len(probe) >= compressProbe-compressProbe/32
-		putBuf(probe)
+		bufpool.Put(probe)
 		if skip {
 			return clear, false
 		}
 	}
-	out := e.EncodeAll(clear, getBuf(len(clear))[:0])
+	out := e.EncodeAll(clear, bufpool.Get(e.MaxEncodedSize(len(clear)))[:0])
 	if len(out) >= len(clear)-len(clear)/32 {
-		putBuf(out)
+		bufpool.Put(out)
 		return clear, false
 	}
 	return out, true

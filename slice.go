@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/erasure"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/seal"
@@ -42,9 +43,12 @@ func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
 		return nil, err
 	}
 	sealed, _, _, err := db.readSealed(ctx, id, rec, false)
-	defer putBuf(sealed)
+	defer bufpool.Put(sealed)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
+			if db.moved(id, rec) {
+				return nil, fmt.Errorf("%w: slice %s (its content was deleted while being read)", ErrNotFound, id)
+			}
 			db.markBad(id, rec)
 		}
 		return nil, err
@@ -74,7 +78,8 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 			return nil, nil, nil, err
 		}
 		shards = append(shards, make([][]byte, rec.M)...)
-		sealed, bad, _, err := coder.DecodeInto(getBuf(int(rec.SealedSize)), id[:], shards, int(rec.SealedSize), false)
+		sealed, bad, _, err := coder.DecodeInto(bufpool.Get(int(rec.SealedSize)), id[:], shards, int(rec.SealedSize), false)
+		recycle(shards)
 		if err == nil && (len(bad) == 0 || bad[0] >= rec.K) {
 			return sealed, nil, nil, nil
 		}
@@ -84,6 +89,7 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 		return nil, nil, nil, err
 	}
 	sealed, bad, rebuilt, err := coder.Decode(id[:], shards, int(rec.SealedSize), repair)
+	recycle(shards)
 	if err != nil {
 		return nil, bad, nil, fmt.Errorf("%w: slice %s: %d of %d shards bad, need %d good", ErrCorrupt, id, len(bad), n, rec.K)
 	}
@@ -91,6 +97,14 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 		db.opts.Logger.Warn("sealkv: slice read with repair from parity", "slice", id.String(), "bad_shards", bad)
 	}
 	return sealed, bad, rebuilt, nil
+}
+
+// recycle returns shards read from the SliceStore, which the caller owns
+// (DecodeInto copies what it keeps), to the buffer pool.
+func recycle(shards [][]byte) {
+	for _, s := range shards {
+		bufpool.Put(s)
+	}
 }
 
 // openSealed authenticates, decrypts, decompresses and checks a slice.
@@ -114,6 +128,13 @@ func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed
 		return nil, fmt.Errorf("%w: slice %s: plaintext does not match its SliceID", ErrCorrupt, id)
 	}
 	return clear, nil
+}
+
+// moved reports whether slice id no longer has the record rec: a Delete
+// committed between reading the record and reading its shards removed them.
+func (db *DB) moved(id *SliceID, rec *record.Slice) bool {
+	cur, err := db.sliceRecord(id)
+	return err == nil && (cur == nil || cur.Session != rec.Session || cur.Ctr != rec.Ctr)
 }
 
 // markBad records that slice id (as described by rec) failed verification,

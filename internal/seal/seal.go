@@ -18,6 +18,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cloudflare/circl/kem/mlkem/mlkem1024"
 	"github.com/zeebo/blake3"
@@ -113,6 +114,11 @@ func derive(pk *mlkem1024.PublicKey, id [SessionIDSize]byte, ct, ss []byte) *Ses
 	return s
 }
 
+// sliceKDF holds BLAKE3 hashers in derive-key mode for SliceKeys; Reset
+// returns one to its keyed initial state, which saves deriving the context
+// key and allocating a hasher per slice.
+var sliceKDF = sync.Pool{New: func() any { return blake3.NewDeriveKey("sealkv slice v1") }}
+
 // SliceKeys derives the one-time AES-256 key and the key commitment of the
 // slice with the given id sealed under counter ctr.
 func (s *Session) SliceKeys(id *[IDSize]byte, ctr uint64) (key, commit [32]byte) {
@@ -121,7 +127,11 @@ func (s *Session) SliceKeys(id *[IDSize]byte, ctr uint64) (key, commit [32]byte)
 	copy(m[32:], id[:])
 	binary.BigEndian.PutUint64(m[32+IDSize:], ctr)
 	var out [64]byte
-	blake3.DeriveKey("sealkv slice v1", m[:], out[:])
+	h := sliceKDF.Get().(*blake3.Hasher)
+	h.Reset()
+	h.Write(m[:])
+	h.Digest().Read(out[:])
+	sliceKDF.Put(h)
 	copy(key[:], out[:32])
 	copy(commit[:], out[32:])
 	return key, commit

@@ -3,6 +3,7 @@ package seal
 import (
 	"bytes"
 	"crypto/ecdh"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"math/rand/v2"
@@ -269,5 +270,25 @@ func BenchmarkSealSlice(b *testing.B) {
 	for b.Loop() {
 		ctr++
 		s.Seal(nil, msg, &id, ctr, 0)
+	}
+}
+
+// TestSliceKeysDerivation checks the pooled hasher of SliceKeys against a
+// fresh blake3.DeriveKey of the documented input, K_S ‖ SliceID ‖ ctr.
+func TestSliceKeysDerivation(t *testing.T) {
+	s := &Session{}
+	for i := range s.Key {
+		s.Key[i] = byte(i)
+	}
+	for ctr := range uint64(20) {
+		var id [IDSize]byte
+		id[0], id[IDSize-1] = byte(ctr), byte(3*ctr)
+		key, commit := s.SliceKeys(&id, ctr<<32|ctr)
+		m := append(append(append([]byte(nil), s.Key[:]...), id[:]...), binary.BigEndian.AppendUint64(nil, ctr<<32|ctr)...)
+		var want [64]byte
+		blake3.DeriveKey("sealkv slice v1", m, want[:])
+		if !bytes.Equal(key[:], want[:32]) || !bytes.Equal(commit[:], want[32:]) {
+			t.Fatalf("ctr %d: SliceKeys differs from DeriveKey", ctr)
+		}
 	}
 }
