@@ -25,6 +25,7 @@ import (
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sealkv/kv/internal/chunker"
@@ -265,6 +266,12 @@ func (db *DB) openKeyspaces(dir string) error {
 	}
 	logger := pebbleLogger{l: db.opts.Logger, failed: &db.failed}
 	mopts := &pebble.Options{FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger, EventListener: slicestore.Events(logger)}
+	// Bloom filters (10 bits, ~1.2 bytes per key): a Put looks up its Data
+	// key and every new SliceID, and most such lookups miss. Without
+	// filters each miss reads a block of every level it might be in.
+	for i := range mopts.Levels {
+		mopts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	var err error
 	if db.meta, err = pebble.Open(filepath.Join(dir, "meta"), mopts); err != nil {
 		return openError(err)

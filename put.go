@@ -139,7 +139,7 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	defer cancel(nil)
 	n := p.db.opts.Concurrency
 	work := make(chan *job, n)
-	order := make(chan *job, 2*n)
+	order := make(chan *job, n)
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
@@ -212,7 +212,7 @@ func (b *block) release() {
 const (
 	firstBlock  = 256 << 10
 	blockSlices = 1
-	maxBlocks   = 4
+	maxBlocks   = 3
 )
 
 // read fills blocks from r and sends them on out, in order, until r ends.

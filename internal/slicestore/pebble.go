@@ -74,7 +74,7 @@ type Pebble struct {
 // Open opens or creates the slice keyspace in dir.
 func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	opts := &pebble.Options{
-		FS:                 readaheadFS{fs},
+		FS:                 fs,
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             logger,
 		EventListener:      Events(logger),
@@ -115,24 +115,6 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	s.compact = newCompactor(db, logger, s.err)
 	s.cleanTmp()
 	return s, nil
-}
-
-// readaheadFS keeps the kernel's readahead on for sstables, which Pebble
-// opens with FADV_RANDOM. Pebble's own readahead is per iterator, and every
-// slice read is a fresh iterator over a few shards, so it never ramps up;
-// but a Put's slices lie one after the other in its sstables and Readers
-// read them in that order, which is what the kernel's readahead detects.
-// Cold sequential reads of a 1 GiB value went from 636 to N MB/s.
-type readaheadFS struct{ vfs.FS }
-
-func (fs readaheadFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
-	keep := make([]vfs.OpenOption, 0, len(opts))
-	for _, o := range opts {
-		if o != vfs.RandomReadsOption {
-			keep = append(keep, o)
-		}
-	}
-	return fs.FS.Open(name, keep...)
 }
 
 // Events makes on-disk corruption an error returned to the reader (and
