@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/slicestore"
 )
@@ -77,11 +78,13 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 		if err != nil {
 			return err
 		}
-		if _, err := db.openSealed(s, &id, rec, sealed); err != nil {
+		clear, err := db.openSealed(s, &id, rec, sealed)
+		if err != nil {
 			db.markBad(&id, rec)
 			rep.Unreadable = append(rep.Unreadable, id)
 			return nil
 		}
+		bufpool.Put(clear)
 	}
 	if repair && len(bad) > 0 {
 		n, err := db.repair(&id, rec, bad, rebuilt)

@@ -182,7 +182,7 @@ func compress(clear []byte) ([]byte, bool) {
 func decompress(b []byte, size int64) ([]byte, error) {
 	d := decoders.Get().(*zstd.Decoder)
 	defer decoders.Put(d)
-	out, err := d.DecodeAll(b, make([]byte, 0, size))
+	out, err := d.DecodeAll(b, bufpool.Get(int(size))[:0])
 	if err != nil || int64(len(out)) != size {
 		return nil, errors.New("decompression failed")
 	}

@@ -108,8 +108,9 @@ func recycle(shards [][]byte) {
 }
 
 // openSealed authenticates, decrypts, decompresses and checks a slice.
+// The ClearText is in a buffer from bufpool.
 func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed []byte) ([]byte, error) {
-	body, err := s.Open(nil, sealed, (*[64]byte)(id), rec.Ctr, rec.Flags, &rec.Commit)
+	body, err := s.Open(bufpool.Get(len(sealed))[:0], sealed, (*[64]byte)(id), rec.Ctr, rec.Flags, &rec.Commit)
 	if err != nil {
 		return nil, fmt.Errorf("%w: slice %s: %w", ErrCorrupt, id, err)
 	}
@@ -120,7 +121,9 @@ func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed
 	}
 	clear := body
 	if rec.Flags&seal.FlagCompressed != 0 {
-		if clear, err = decompress(body, rec.OriginalSize); err != nil {
+		clear, err = decompress(body, rec.OriginalSize)
+		bufpool.Put(body)
+		if err != nil {
 			return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
 		}
 	}
@@ -215,11 +218,33 @@ type chunkIndex struct {
 	offs  []int64 // offs[i] = start of refs[i]; offs[len] = end
 }
 
-// fetch is a slice being read (or read).
+// fetch is a slice being read (or read). Its ClearText buffer goes back to
+// bufpool once the fetch has left the cache and no caller is copying from
+// it; refs and evicted are guarded by Reader.mu.
 type fetch struct {
-	done  chan struct{}
-	clear []byte
-	err   error
+	done    chan struct{}
+	clear   []byte
+	err     error
+	refs    int  // callers of sliceAt still using clear
+	evicted bool // dropped from the cache
+	fetched bool // clear is set (or err)
+}
+
+// recycleLocked returns f's buffer to the pool once nothing can use it.
+// Reader.mu is held.
+func (f *fetch) recycleLocked() {
+	if f.evicted && f.fetched && f.refs == 0 && f.clear != nil {
+		bufpool.Put(f.clear)
+		f.clear = nil
+	}
+}
+
+// release ends a caller's use of the ClearText sliceAt returned for f.
+func (r *Reader) release(f *fetch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f.refs--
+	f.recycleLocked()
 }
 
 // Size is the length of the ClearText.
@@ -245,11 +270,12 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	defer done()
 	var n int64
 	for r.pos < r.size {
-		clear, start, err := r.sliceAt(r.pos)
+		f, start, err := r.sliceAt(r.pos)
 		if err != nil {
 			return n, err
 		}
-		m, err := w.Write(clear[r.pos-start:])
+		m, err := w.Write(f.clear[r.pos-start:])
+		r.release(f)
 		n += int64(m)
 		r.pos += int64(m)
 		if err != nil {
@@ -297,11 +323,12 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	defer done()
 	n := 0
 	for n < len(p) && off < r.size {
-		clear, start, err := r.sliceAt(off)
+		f, start, err := r.sliceAt(off)
 		if err != nil {
 			return n, err
 		}
-		c := copy(p[n:], clear[off-start:])
+		c := copy(p[n:], f.clear[off-start:])
+		r.release(f)
 		n += c
 		off += int64(c)
 	}
@@ -311,9 +338,10 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// sliceAt returns the ClearText of the slice holding off and its start,
-// and starts fetching the slices after it.
-func (r *Reader) sliceAt(off int64) ([]byte, int64, error) {
+// sliceAt returns the fetched slice holding off and its start, and starts
+// fetching the slices after it. Unless it fails, the caller reads f.clear
+// and then calls release(f).
+func (r *Reader) sliceAt(off int64) (*fetch, int64, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -326,6 +354,7 @@ func (r *Reader) sliceAt(off int64) ([]byte, int64, error) {
 	}
 	i := sort.Search(len(ci.refs), func(i int) bool { return ci.offs[i+1] > off }) // slice holding off
 	f := r.start(ci, i)
+	f.refs++ // before the read-ahead below may evict f
 	for a := 1; a <= readAhead && i+a < len(ci.refs); a++ {
 		r.start(ci, i+a)
 	}
@@ -334,9 +363,14 @@ func (r *Reader) sliceAt(off int64) ([]byte, int64, error) {
 	select {
 	case <-f.done:
 	case <-r.ctx.Done():
+		r.release(f)
 		return nil, 0, r.ctx.Err()
 	}
-	return f.clear, start, f.err
+	if f.err != nil {
+		r.release(f)
+		return nil, 0, f.err
+	}
+	return f, start, nil
 }
 
 // start begins (or finds) the fetch of slice i of ci. r.mu is held.
@@ -349,8 +383,11 @@ func (r *Reader) start(ci *chunkIndex, i int) *fetch {
 	r.cache[off] = f
 	r.recent = append(r.recent, off)
 	for len(r.recent) > 2*readAhead+2 {
+		old := r.cache[r.recent[0]]
 		delete(r.cache, r.recent[0])
 		r.recent = r.recent[1:]
+		old.evicted = true
+		old.recycleLocked()
 	}
 	id := SliceID(ci.refs[i].ID)
 	want := ci.refs[i].Size
@@ -362,10 +399,14 @@ func (r *Reader) start(ci *chunkIndex, i int) *fetch {
 			return
 		}
 		defer done()
-		f.clear, f.err = r.db.readSlice(r.ctx, &id)
-		if f.err == nil && int64(len(f.clear)) != want {
-			f.clear, f.err = nil, fmt.Errorf("%w: slice %s has %d bytes, manifest says %d", ErrCorrupt, id, len(f.clear), want)
+		clear, err := r.db.readSlice(r.ctx, &id)
+		if err == nil && int64(len(clear)) != want {
+			clear, err = nil, fmt.Errorf("%w: slice %s has %d bytes, manifest says %d", ErrCorrupt, id, len(clear), want)
 		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		f.clear, f.err, f.fetched = clear, err, true
+		f.recycleLocked()
 	}()
 	return f
 }

@@ -21,7 +21,8 @@
 #   WORK=/tmp/sealkv-bench   scratch directory (data, stores, repos, logs)
 #   DROP_CACHES=1    sync + drop the page cache before every timed step
 #   SEALKV_COMPRESSION=zstd   sealkv's compression in file mode (zstd|none)
-#   JOBS=4           sealkv files put concurrently (tree modes)
+#   JOBS=64          sealkv files put concurrently (tree modes; each Put is
+#                    durable on return, so concurrent Puts share fsyncs)
 #   VERSIONS="v0.45.0 ... v0.52.0"   x/tools releases for versioned mode
 #   FILES=100000 FILE_SIZE=4096      small-files mode
 #   KEEP=0           keep stores/repos after the run
@@ -38,7 +39,7 @@ RUNS=${RUNS:-3}
 WORK=${WORK:-/tmp/sealkv-bench}
 DROP_CACHES=${DROP_CACHES:-1}
 SEALKV_COMPRESSION=${SEALKV_COMPRESSION:-zstd}
-JOBS=${JOBS:-4}
+JOBS=${JOBS:-64}
 VERSIONS=${VERSIONS:-"v0.45.0 v0.46.0 v0.47.0 v0.48.0 v0.49.0 v0.50.0 v0.51.0 v0.52.0"}
 FILES=${FILES:-100000}
 FILE_SIZE=${FILE_SIZE:-4096}
