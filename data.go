@@ -19,7 +19,9 @@ type SliceID [64]byte
 // String is the lowercase hex form.
 func (id SliceID) String() string { return hex.EncodeToString(id[:]) }
 
-// ContentID names a whole ClearText: its keyed BLAKE3-512.
+// ContentID names a whole ClearText: the keyed BLAKE3-512 of its slice list
+// (each slice's SliceID and length, in order). Within a store, whose chunker
+// key and slice sizes are fixed, equal ClearTexts have equal ContentIDs.
 type ContentID [64]byte
 
 // String is the lowercase hex form.

@@ -382,7 +382,7 @@ func (r *Reader) start(ci *chunkIndex, i int) *fetch {
 	f := &fetch{done: make(chan struct{})}
 	r.cache[off] = f
 	r.recent = append(r.recent, off)
-	for len(r.recent) > 2*readAhead+2 {
+	for len(r.recent) > readAhead+2 {
 		old := r.cache[r.recent[0]]
 		delete(r.cache, r.recent[0])
 		r.recent = r.recent[1:]

@@ -74,7 +74,7 @@ type Pebble struct {
 // Open opens or creates the slice keyspace in dir.
 func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	opts := &pebble.Options{
-		FS:                 fs,
+		FS:                 readaheadFS{fs},
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             logger,
 		EventListener:      Events(logger),
@@ -115,6 +115,25 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	s.compact = newCompactor(db, logger, s.err)
 	s.cleanTmp()
 	return s, nil
+}
+
+// readaheadFS keeps the kernel's readahead on for sstables, which Pebble
+// opens with FADV_RANDOM. Pebble's own readahead is per iterator, and every
+// slice read is a fresh iterator over a few shards, so it never ramps up;
+// but a Put's slices lie one after the other in its sstables and a Reader
+// reads them in that order, which is what the kernel's readahead detects.
+// Cold 1 GiB Gets, 5 runs each, alternating: median 1.19 s with it, 1.49 s
+// without.
+type readaheadFS struct{ vfs.FS }
+
+func (fs readaheadFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	keep := make([]vfs.OpenOption, 0, len(opts))
+	for _, o := range opts {
+		if o != vfs.RandomReadsOption {
+			keep = append(keep, o)
+		}
+	}
+	return fs.FS.Open(name, keep...)
 }
 
 // Events makes on-disk corruption an error returned to the reader (and
