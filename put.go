@@ -138,8 +138,8 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	n := p.db.opts.Concurrency
-	work := make(chan *job, n)
-	order := make(chan *job, n)
+	work := make(chan *job, 2*n)
+	order := make(chan *job, 4*n)
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
