@@ -306,8 +306,18 @@ func (w *benchWA) report(b *testing.B, ops int) {
 
 var benchSeed atomic.Uint64
 
-func benchLarge(b *testing.B) {
-	if os.Getenv("SEALKV_BENCH_LARGE") != "1" {
+// benchSize is a ClearText size of the Put and Get benchmarks.
+type benchSize struct {
+	name  string
+	n     int
+	large bool // only with SEALKV_BENCH_LARGE=1
+}
+
+var benchSizes = []benchSize{{"64MiB", 64 * benchMiB, false}, {"1GiB", 1024 * benchMiB, true}}
+
+// skip skips a large size unless SEALKV_BENCH_LARGE=1.
+func (s benchSize) skip(b *testing.B) {
+	if s.large && os.Getenv("SEALKV_BENCH_LARGE") != "1" {
 		b.Skip("set SEALKV_BENCH_LARGE=1 (and -benchtime 1x) for 1 GiB benchmarks")
 	}
 }
@@ -316,19 +326,13 @@ func benchLarge(b *testing.B) {
 // 64 MiB with the default zstd attempt and without compression, 1 GiB with
 // SEALKV_BENCH_LARGE=1. Generating the content is outside the timed region.
 func BenchmarkPut(b *testing.B) {
-	for _, size := range []struct {
-		name  string
-		n     int
-		large bool
-	}{{"64MiB", 64 * benchMiB, false}, {"1GiB", 1024 * benchMiB, true}} {
+	for _, size := range benchSizes {
 		for _, comp := range []struct {
 			name string
 			c    Compression
 		}{{"zstd", CompressionZstd}, {"none", CompressionNone}} {
 			b.Run(size.name+"/"+comp.name, func(b *testing.B) {
-				if size.large {
-					benchLarge(b)
-				}
+				size.skip(b)
 				db := benchOpen(b, &Options{Compression: comp.c})
 				wa := benchStartWA(db)
 				b.SetBytes(int64(size.n))
@@ -350,15 +354,9 @@ func BenchmarkPut(b *testing.B) {
 // Read with a 1 MiB buffer, and through io.Copy (io.Discard's ReadFrom: 8 KiB
 // reads).
 func BenchmarkGet(b *testing.B) {
-	for _, size := range []struct {
-		name  string
-		n     int
-		large bool
-	}{{"64MiB", 64 * benchMiB, false}, {"1GiB", 1024 * benchMiB, true}} {
+	for _, size := range benchSizes {
 		b.Run(size.name, func(b *testing.B) {
-			if size.large {
-				benchLarge(b)
-			}
+			size.skip(b)
 			db := benchOpen(b, nil)
 			data := benchRandom(benchSeed.Add(1), size.n)
 			benchPut(b, db, "get", data)
@@ -396,15 +394,9 @@ func BenchmarkGet(b *testing.B) {
 // BenchmarkPutDedup puts content the store already holds under a new key
 // each time: chunking and hashing only, no sealing or shard writes.
 func BenchmarkPutDedup(b *testing.B) {
-	for _, size := range []struct {
-		name  string
-		n     int
-		large bool
-	}{{"64MiB", 64 * benchMiB, false}, {"1GiB", 1024 * benchMiB, true}} {
+	for _, size := range benchSizes {
 		b.Run(size.name, func(b *testing.B) {
-			if size.large {
-				benchLarge(b)
-			}
+			size.skip(b)
 			db := benchOpen(b, nil)
 			data := benchRandom(benchSeed.Add(1), size.n)
 			benchPut(b, db, "orig", data)

@@ -555,14 +555,10 @@ func walFaultChild(c faultCase) (string, error) {
 			if err = serr; err != nil {
 				break
 			}
-			var drop []string
-			for i := 0; i < len(d.Versions)-keep; i++ {
-				drop = append(drop, strconv.FormatUint(d.Versions[i].Version, 10))
-			}
-			if len(drop) == 0 {
+			vs := prunedVersions(d, keep)
+			if vs == "" {
 				continue
 			}
-			vs := strings.Join(drop, " ")
 			log("B P %s %s", key, vs)
 			if err = call(func() error { _, err := db.PruneVersions(ctx, key, keep); return err }); err == nil {
 				log("A P %s %s", key, vs)

@@ -191,14 +191,10 @@ func killChild() error {
 			if err != nil {
 				return err
 			}
-			var drop []string
-			for i := 0; i < len(d.Versions)-keep; i++ {
-				drop = append(drop, strconv.FormatUint(d.Versions[i].Version, 10))
-			}
-			if len(drop) == 0 {
+			vs := prunedVersions(d, keep)
+			if vs == "" {
 				continue
 			}
-			vs := strings.Join(drop, " ")
 			if err := log("B P %s %s", key, vs); err != nil {
 				return err
 			}
@@ -446,4 +442,15 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// prunedVersions lists, space-separated, the versions PruneVersions(keep)
+// drops from d; "" if none. The kill and fault logs record it before the
+// call so a replay knows which versions may be gone.
+func prunedVersions(d *Data, keep int) string {
+	var drop []string
+	for i := 0; i < len(d.Versions)-keep; i++ {
+		drop = append(drop, strconv.FormatUint(d.Versions[i].Version, 10))
+	}
+	return strings.Join(drop, " ")
 }

@@ -208,11 +208,10 @@ func (b *block) release() {
 }
 
 // Block sizes: a Put's first block is small so small Puts stay cheap; the
-// later ones hold blockSlices maximal slices after the copied-in tail.
+// later ones hold one maximal slice after the copied-in tail.
 const (
-	firstBlock  = 256 << 10
-	blockSlices = 1
-	maxBlocks   = 3
+	firstBlock = 256 << 10
+	maxBlocks  = 3
 )
 
 // read fills blocks from r and sends them on out, in order, until r ends.
@@ -247,7 +246,7 @@ func (p *put) read(ctx context.Context, r io.Reader, out chan<- *block) error {
 		if b.eof {
 			return nil
 		}
-		head, size = max, blockSlices*max
+		head, size = max, max
 	}
 }
 

@@ -309,9 +309,9 @@ type pebbleWriter struct {
 	path    string
 	lastKey []byte
 
-	tables  int // sstables started: once large, a Put skips the batch stage
-	added   int // slices added
-	durable int // slices known durable
+	large   bool // an sstable was started: later ones skip the batch stage
+	added   int  // slices added
+	durable int  // slices known durable
 	// ingest is the sstable being synced and ingested, if any.
 	ingest chan ingested
 }
@@ -337,7 +337,7 @@ func (w *pebbleWriter) Add(ctx context.Context, l Location, id *[64]byte, shards
 		return w.durable, err
 	}
 	w.added++
-	if w.table == nil && (w.size > batchLimit || w.tables > 0) {
+	if w.table == nil && (w.size > batchLimit || w.large) {
 		if err := w.startTable(); err != nil {
 			return w.durable, err
 		}
@@ -373,7 +373,7 @@ func (w *pebbleWriter) startTable() error {
 	wo := w.s.opts.MakeWriterOptions(6, w.s.db.FormatMajorVersion().MaxTableFormat())
 	wo.Compression = block.NoCompression
 	w.table = sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo)
-	w.tables++
+	w.large = true
 	for _, kv := range w.pending {
 		if err := w.table.Set(kv[0], kv[1]); err != nil {
 			return err
