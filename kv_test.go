@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -86,6 +87,67 @@ func TestRoundTripSizes(t *testing.T) {
 			t.Fatalf("size %d: round trip mismatch (got %d bytes)", n, len(got))
 		}
 	}
+}
+
+// TestSpeculativeCuts checks that a Put's slices are exactly those of a
+// serial chunker run, whatever the speculative chains found ahead of the
+// cutter: on random bytes (chains meet quickly), a candidate every 64, 65 or
+// 101 bytes (every cut at the first one after Min, in every phase against
+// the blocks, so the windows straddling two blocks matter), runs of one byte value
+// (likely no candidates: every cut forced), short repeating patterns, their
+// mixtures, and short reads.
+func TestSpeculativeCuts(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	max := 16 << 10
+	random := randBytes(2 << 20)
+	// A window that is a cut candidate, repeated: a candidate every 64
+	// bytes, so windows straddling two blocks are candidates too.
+	n := db.chunker.Candidate(random)
+	if n == 0 {
+		t.Fatal("no cut candidate in 2 MiB of random bytes")
+	}
+	window := random[n-64 : n]
+	dense := func(period int) func(int) byte {
+		return func(i int) byte {
+			if i%period < 64 {
+				return window[i%period]
+			}
+			return byte(i % period)
+		}
+	}
+	patterns := map[string]func(i int) byte{
+		"dense64":  dense(64),
+		"dense65":  dense(65),
+		"dense101": dense(101),
+		"random":   func(i int) byte { return random[i%len(random)] },
+		"zeros":    func(int) byte { return 0 },
+		"sevens":   func(int) byte { return 7 },
+		"period13": func(i int) byte { return byte(i % 13) },
+		"mixed": func(i int) byte { // random with 40 KiB one-value runs
+			if i/(40<<10)%3 == 1 {
+				return byte(i / (120 << 10))
+			}
+			return random[i%len(random)]
+		},
+	}
+	for name, at := range patterns {
+		for _, n := range []int{256<<10 - 1, 256 << 10, 256<<10 + max, 1<<20 + 3, 2<<20 + max/2} {
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = at(i)
+			}
+			for _, r := range []io.Reader{bytes.NewReader(b), iotest.HalfReader(bytes.NewReader(b))} {
+				d, err := db.Put(ctx, "k", r)
+				if err != nil {
+					t.Fatalf("%s/%d: %v", name, n, err)
+				}
+				if d.Content.ContentID != contentID(db, b) {
+					t.Fatalf("%s/%d: slices differ from a serial chunker run", name, n)
+				}
+			}
+		}
+	}
+	checkInvariants(t, db)
 }
 
 func TestReadAtSeek(t *testing.T) {

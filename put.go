@@ -195,9 +195,16 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 type block struct {
 	b     []byte // b[:head] is free, b[head:] holds ClearText
 	head  int
+	off   int64 // ClearText offset of b[head]
 	eof   bool
 	users atomic.Int32
 	sem   chan struct{} // bounds the blocks of one Put in memory
+
+	// ahead is what speculate found in the block, set before spec is
+	// closed. spec is nil for the first block, which the cutter starts at
+	// a known boundary.
+	ahead *ahead
+	spec  chan struct{}
 }
 
 func (b *block) release() {
@@ -220,22 +227,29 @@ func (p *put) read(ctx context.Context, r io.Reader, out chan<- *block) error {
 	max := p.db.chunker.Params().Max
 	sem := make(chan struct{}, maxBlocks)
 	head, size := 0, firstBlock
+	var off int64
 	for {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			return nil // the cause is reported by whoever cancelled
 		}
-		b := &block{b: bufpool.Get(head + size), head: head, sem: sem}
+		b := &block{b: bufpool.Get(head + size), head: head, off: off, sem: sem}
 		b.users.Store(1) // the cutter's
 		n, err := io.ReadFull(r, b.b[head:])
 		b.b = b.b[:head+n]
+		off += int64(n)
 		switch {
 		case err == io.EOF || err == io.ErrUnexpectedEOF:
 			b.eof = true
 		case err != nil:
 			b.release()
 			return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
+		}
+		if b.off > 0 {
+			b.spec = make(chan struct{})
+			b.users.Add(1) // speculate's
+			go p.speculate(b)
 		}
 		select {
 		case out <- b:
@@ -259,6 +273,8 @@ func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job
 		}
 	}()
 	var buf []byte // the unconsumed ClearText, inside cur
+	var pos int64  // its offset
+	var known []*ahead
 	eof := false
 	max := p.db.chunker.Params().Max
 	for seq := uint64(0); ; {
@@ -280,9 +296,19 @@ func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job
 				cur.release()
 			}
 			cur = next
+			if next.spec != nil {
+				<-next.spec
+				known = append(known, next.ahead)
+			}
 			continue
 		}
-		n := p.db.chunker.Cut(buf, eof)
+		for len(known) > 0 && known[0].end < pos {
+			known = known[1:]
+		}
+		n, ok := p.hinted(known, pos, buf, eof)
+		if !ok {
+			n = p.db.chunker.Cut(buf, eof)
+		}
 		if n == 0 {
 			if eof {
 				return nil
@@ -294,7 +320,7 @@ func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job
 		}
 		cur.users.Add(1)
 		j := &job{seq: seq, data: buf[:n:n], blk: cur, done: make(chan struct{})}
-		buf = buf[n:]
+		buf, pos = buf[n:], pos+int64(n)
 		seq++
 		select {
 		case order <- j:

@@ -101,7 +101,7 @@ func (c *Chunker) Params() Params { return c.p }
 func (c *Chunker) Cut(buf []byte, atEOF bool) int {
 	if len(buf) >= c.p.Min {
 		// Lengths Min..Max-1 are content-defined; Max is forced below.
-		if n := c.scan(buf[:min(len(buf), c.p.Max-1)]); n > 0 {
+		if n := c.scan(buf[:min(len(buf), c.p.Max-1)], c.p.Min); n > 0 {
 			return n
 		}
 	}
@@ -114,17 +114,30 @@ func (c *Chunker) Cut(buf []byte, atEOF bool) int {
 	return 0
 }
 
-// scan returns the first boundary n in [Min, len(buf)], or 0 if there is
-// none. Boundary n is decided by the digest of buf[n-64:n] alone, which is
-// what makes Cut pure and streaming-safe.
+// Candidate returns the smallest n >= WindowSize such that the content
+// decides a cut after buf[:n], or 0 if there is none in buf. The decision
+// depends on buf[n-WindowSize:n] alone, so a slice that starts at least Min
+// bytes before such an n, and has not been cut before it, is cut at n. This
+// lets a caller find boundaries ahead of the slice start it does not know
+// yet, and so chunk one stream on several cores (see Cut for the rest).
+func (c *Chunker) Candidate(buf []byte) int {
+	if len(buf) < WindowSize {
+		return 0
+	}
+	return c.scan(buf, WindowSize)
+}
+
+// scan returns the first boundary n in [from, len(buf)], or 0 if there is
+// none; from >= WindowSize. Boundary n is decided by the digest of
+// buf[n-64:n] alone, which is what makes Cut pure and streaming-safe.
 //
-// No byte before Min-WindowSize influences the result, so those bytes are not
-// hashed at all: the window is primed from the WindowSize bytes before Min.
-func (c *Chunker) scan(buf []byte) int {
+// No byte before from-WindowSize influences the result, so those bytes are
+// not hashed at all: the window is primed from the WindowSize bytes before
+// from (for Cut, from is Min).
+func (c *Chunker) scan(buf []byte, from int) int {
 	// One heap block per call: Encrypt takes slices through an interface, so
 	// the scratch escapes; allocating it per digest would cost more than AES.
 	var scratch [aes.BlockSize]byte
-	from := c.p.Min
 	d := c.prime(buf[from-WindowSize : from])
 	if c.isCut(d, &scratch) {
 		return from
@@ -139,7 +152,7 @@ func (c *Chunker) scan(buf []byte) int {
 	in = in[:len(out)]
 	t, mk, t1 := &c.table, c.mix, c.t1
 	for i, b := range in {
-		d = (d<<1 | d>>63) ^ t[out[i]] ^ t[b]
+		d = (d<<1 | d>>63) ^ (t[out[i]] ^ t[b])
 		if mk.apply(d) < t1 && c.confirm(d, &scratch) {
 			return from + i + 1
 		}

@@ -322,3 +322,50 @@ func TestGoldenCuts(t *testing.T) {
 		t.Fatalf("cut points changed:\n got %v\nwant %v", got[:len(want)], want)
 	}
 }
+
+// TestCandidate checks Candidate against a naive scan of every window, and
+// Cut against Candidate: a slice ends at the first candidate at least Min
+// bytes after its start, or is forced at Max.
+func TestCandidate(t *testing.T) {
+	p := Params{Min: 200, Avg: 700, Max: 3000}
+	c := mustNew(t, testKey(3), p)
+	data := randBytes(3, 1<<16)
+	if n := c.Candidate(data[:WindowSize-1]); n != 0 {
+		t.Fatalf("Candidate of %d bytes = %d, want 0", WindowSize-1, n)
+	}
+	var scratch [16]byte
+	found := 0
+	for pos := 0; ; {
+		want := 0
+		for n := WindowSize; pos+n <= len(data); n++ {
+			h := buzhash64.NewFromUint64Array(c.table)
+			_, _ = h.Write(data[pos+n-WindowSize : pos+n])
+			if c.isCut(h.Sum64(), &scratch) {
+				want = n
+				break
+			}
+		}
+		if got := c.Candidate(data[pos:]); got != want {
+			t.Fatalf("at %d: Candidate = %d, naive = %d", pos, got, want)
+		}
+		if want == 0 {
+			break
+		}
+		found++
+		pos += want - WindowSize + 1 // the next window ends after this one
+	}
+	if found < 20 {
+		t.Fatalf("only %d candidates in %d bytes", found, len(data))
+	}
+	for pos := 0; pos < len(data); pos += 97 {
+		want := min(p.Max, len(data)-pos)
+		if pos+p.Min <= len(data) {
+			if n := c.Candidate(data[pos+p.Min-WindowSize:]); n > 0 && p.Min-WindowSize+n < p.Max {
+				want = p.Min - WindowSize + n
+			}
+		}
+		if got := c.Cut(data[pos:], true); got != want {
+			t.Fatalf("at %d: Cut = %d, first candidate after Min = %d", pos, got, want)
+		}
+	}
+}
