@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/slicestore"
 )
 
 // TestMetaScale measures what the meta keyspace costs per Data, per
@@ -144,4 +145,34 @@ func (db *DB) measureMeta(t *testing.T) []*metaRow {
 		t.Logf("%c %-24s %9d %12d %12d %12d %10.1f", r.prefix, r.what, r.keys, r.keyBytes, r.valBytes, r.disk, per)
 	}
 	return rows
+}
+
+// TestShardOverhead bounds what the slice keyspace adds to each small shard:
+// its Pebble block, index entry and key. Every shard sits in a block of its
+// own (one flipped bit costs one shard), so this overhead is paid per shard;
+// row blocks cost ~148 bytes per key (a shard or the SliceID header),
+// columnar ones ~222.
+func TestShardOverhead(t *testing.T) {
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t), Compression: CompressionNone})
+	const puts = 300
+	for i := range puts {
+		mustPut(t, db, fmt.Sprint("f", i), randBytes(4<<10))
+	}
+	p := db.slices.(*slicestore.Pebble).DB()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := db.Stats()
+	if st.Slices != puts {
+		t.Fatalf("%d slices, want %d", st.Slices, puts)
+	}
+	m := p.Metrics()
+	tables := int64(m.Total().TablesSize)
+	keys := puts * (10 + 1)             // 8+2 shards and the SliceID header per slice
+	payload := st.StoredBytes + puts*64 // shards, and the headers' SliceIDs
+	perKey := float64(tables-payload) / float64(keys)
+	t.Logf("%d bytes of tables for %d bytes of shards and headers: %.0f bytes per key", tables, payload, perKey)
+	if perKey > 160 {
+		t.Fatalf("%.0f bytes of Pebble overhead per shard, want <= 160", perKey)
+	}
 }

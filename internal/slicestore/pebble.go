@@ -112,10 +112,10 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 		opts.Levels[i].BlockSize = 1
 	}
 	// Row blocks, not columnar ones: with one shard per block, the columnar
-	// block's column headers and the longer index entries cost ~190 bytes
-	// per shard against ~125 (100,000 × 4 KiB Puts: 761 against 691 MB,
-	// 23.8 against 17.2 s). Columns pay off for many small keys per block,
-	// which is the meta keyspace, not this one.
+	// block's column headers and the longer index entries cost ~222 bytes
+	// per key against ~148 (TestShardOverhead; 100,000 × 4 KiB Puts store
+	// 740 MB instead of 810). Columns pay off for many small keys per
+	// block, which is the meta keyspace, not this one.
 	opts.Experimental.EnableColumnarBlocks = func() bool { return false }
 	// Shards are read once per Get and read ahead by the kernel, so a block
 	// cache would only churn; it is kept for index blocks.
