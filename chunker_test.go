@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+
+	"github.com/sealkv/kv/internal/chunker"
 )
 
 // TestStraddle checks the cut across two blocks against Cut, for every
@@ -64,4 +66,34 @@ func TestStraddle(t *testing.T) {
 	if applied < 1000 {
 		t.Fatalf("the rule applied only %d times", applied)
 	}
+}
+
+// FuzzStraddle checks the cut across two blocks against Cut for arbitrary
+// bytes, block boundaries and slice starts.
+//
+//	go test -fuzz FuzzStraddle -run '^$' .
+func FuzzStraddle(f *testing.F) {
+	db := openDB(f, f.TempDir(), smallOpts(newKeys(f)))
+	p := &put{db: db}
+	pr := db.chunker.Params()
+	f.Add(bytes.Repeat([]byte{1, 2, 3, 4, 5, 6, 7}, 700), uint32(3000), uint32(900), false)
+	f.Add(randBytes(4000), uint32(2500), uint32(1000), true)
+	f.Fuzz(func(t *testing.T, data []byte, off, back uint32, eof bool) {
+		if len(data) < 2*chunker.WindowSize {
+			return
+		}
+		o := int(off%uint32(len(data)-chunker.WindowSize)) + 1
+		pos := o - int(back%uint32(pr.Max))
+		if pos < 0 || db.chunker.Cut(data[pos:o], false) != 0 {
+			return // not the end of a chain that needs more bytes
+		}
+		next := p.chunkAhead(data[o:], int64(o), eof)
+		got, ok := p.straddle(next, int64(pos), data[pos:], eof)
+		if !ok {
+			return
+		}
+		if want := db.chunker.Cut(data[pos:], eof); got != want {
+			t.Fatalf("block at %d, slice at %d, eof %v: straddle %d, Cut %d", o, pos, eof, got, want)
+		}
+	})
 }
