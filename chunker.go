@@ -89,14 +89,10 @@ func (p *put) straddle(next *ahead, pos int64, buf []byte, eof bool) (int, bool)
 	} else if len(next.cuts) > 0 {
 		e = next.cuts[0]
 	}
-	if e > 0 && e-pos < int64(pr.Max) {
-		return int(e - pos), true
+	first := 0
+	if e > 0 {
+		first = int(e - pos)
 	}
-	switch {
-	case len(buf) >= pr.Max:
-		return pr.Max, true
-	case eof:
-		return len(buf), true
-	}
-	return 0, false
+	n := p.db.chunker.Bound(first, len(buf), eof)
+	return n, n > 0
 }

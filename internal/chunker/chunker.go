@@ -99,17 +99,26 @@ func (c *Chunker) Params() Params { return c.p }
 // (key, params, buf, atEOF). Callers should offer at least Max bytes when they
 // have them: a call that returns 0 rescans its bytes on the next call.
 func (c *Chunker) Cut(buf []byte, atEOF bool) int {
+	first := 0
 	if len(buf) >= c.p.Min {
-		// Lengths Min..Max-1 are content-defined; Max is forced below.
-		if n := c.scan(buf[:min(len(buf), c.p.Max-1)], c.p.Min); n > 0 {
-			return n
-		}
+		// Lengths Min..Max-1 are content-defined; Max is forced by Bound.
+		first = c.scan(buf[:min(len(buf), c.p.Max-1)], c.p.Min)
 	}
+	return c.Bound(first, len(buf), atEOF)
+}
+
+// Bound is Cut's result for a buffer of n bytes starting at a slice boundary
+// whose first candidate at least Min bytes in ends at first (0 if there is
+// none in the buffer): first if it is below Max, else a forced cut at Max,
+// the whole buffer at EOF, or 0 for "give me more bytes".
+func (c *Chunker) Bound(first, n int, atEOF bool) int {
 	switch {
-	case len(buf) >= c.p.Max:
+	case first > 0 && first < c.p.Max:
+		return first
+	case n >= c.p.Max:
 		return c.p.Max
 	case atEOF:
-		return len(buf)
+		return n
 	}
 	return 0
 }

@@ -120,9 +120,10 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	}
 	// Row blocks, not columnar ones: with one shard per block, the columnar
 	// block's column headers and the longer index entries cost ~222 bytes
-	// per key against ~148 (before the index block size below;
-	// TestShardOverhead; 100,000 × 4 KiB Puts store 740 MB instead of 810). Columns pay off for many small keys per
-	// block, which is the meta keyspace, not this one.
+	// per key against ~148 (TestShardOverhead, measured before the index
+	// block size above; 100,000 × 4 KiB Puts stored 740 MB instead of 810).
+	// Columns pay off for many small keys per block, which is the meta
+	// keyspace, not this one.
 	opts.Experimental.EnableColumnarBlocks = func() bool { return false }
 	// Shards are read once per Get and read ahead by the kernel, so a block
 	// cache would only churn; it is kept for index blocks.
