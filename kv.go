@@ -257,6 +257,17 @@ func Open(dir string, opts *Options) (*DB, error) {
 	return db, nil
 }
 
+// The meta keyspace's memtable (Pebble's default) and the block cache
+// beside it. Most of a Put's meta lookups miss (new Data keys, new
+// SliceIDs) and read only filter and index blocks: a few bytes per slice,
+// so 2 MiB holds them for hundreds of thousands of slices. A larger cache
+// would mainly hold data blocks that a large Get reads once, and raise its
+// peak RSS.
+const (
+	metaMemTable = 4 << 20
+	metaCache    = 2 << 20
+)
+
 func (db *DB) openKeyspaces(dir string) error {
 	fs := db.opts.fs
 	for _, d := range []string{dir, filepath.Join(dir, "meta"), filepath.Join(dir, "slices")} {
@@ -265,7 +276,17 @@ func (db *DB) openKeyspaces(dir string) error {
 		}
 	}
 	logger := pebbleLogger{l: db.opts.Logger, failed: &db.failed}
-	mopts := &pebble.Options{FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger, EventListener: slicestore.Events(logger)}
+	mopts := &pebble.Options{
+		FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger, EventListener: slicestore.Events(logger),
+		MemTableSize: metaMemTable,
+		// Pebble charges its memtables against the block cache: the
+		// active one and the one being flushed or kept for reuse. Its
+		// default 8 MiB cache beside two 4 MiB memtables held nothing, so
+		// 100,000 concurrent 4 KiB Puts read 13 filter, index and data
+		// blocks per Put from the page cache (hit rate 2.4%; 1.29 M
+		// misses, 22% of CPU). metaCache on top of the memtables: 89%.
+		CacheSize: 2*metaMemTable + metaCache,
+	}
 	// Bloom filters (10 bits, ~1.2 bytes per key): a Put looks up its Data
 	// key and every new SliceID, and most such lookups miss. Without
 	// filters each miss reads a block of every level it might be in.

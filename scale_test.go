@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/slicestore"
 )
@@ -175,5 +177,48 @@ func TestShardOverhead(t *testing.T) {
 	t.Logf("%d bytes of tables for %d bytes of shards and headers: %.0f bytes per key", tables, payload, perKey)
 	if perKey > 110 {
 		t.Fatalf("%.0f bytes of Pebble overhead per shard, want <= 110", perKey)
+	}
+}
+
+// TestMetaCacheBesideMemtables checks that the meta keyspace's block cache
+// still holds blocks once its memtables have grown to full size: Pebble
+// charges memtables against the block cache, and with its default cache
+// size the lookups of a busy store all missed.
+func TestMetaCacheBesideMemtables(t *testing.T) {
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t)})
+	ctx := context.Background()
+	for i := range 8 {
+		mustPut(t, db, fmt.Sprint("f", i), randBytes(100))
+	}
+	// Grow the memtables to full size: Pebble starts at 256 KiB and doubles
+	// the next memtable whenever a full one rotates. Filler keys under a
+	// prefix no record uses, deleted again below.
+	filler := []byte{'z'}
+	val := make([]byte, 64<<10)
+	for i := range 16 << 20 / len(val) {
+		if err := db.meta.Set(fmt.Appendf(filler, "%08d", i), val, pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := db.meta.Metrics(); m.MemTable.Size < 2*metaMemTable {
+		t.Fatalf("memtables hold %d bytes, want >= %d: the setup no longer grows them", m.MemTable.Size, 2*metaMemTable)
+	}
+	defer func() {
+		if err := db.meta.DeleteRange(filler, record.PrefixEnd(filler), pebble.Sync); err != nil {
+			t.Error(err)
+		}
+	}()
+	before := db.meta.Metrics().BlockCache
+	const lookups = 200
+	for i := range lookups {
+		if _, err := db.Stat(ctx, fmt.Sprint("missing", i)); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Stat of a missing key: %v", err)
+		}
+	}
+	after := db.meta.Metrics().BlockCache
+	hits, misses := after.Hits-before.Hits, after.Misses-before.Misses
+	t.Logf("%d lookups: %d block cache hits, %d misses", lookups, hits, misses)
+	if hits < 4*misses {
+		t.Fatalf("meta block cache: %d hits, %d misses for %d lookups of missing keys; want mostly hits", hits, misses, lookups)
 	}
 }
