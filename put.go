@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -146,6 +147,14 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 			for j := range work {
 				p.process(j)
 				close(j.done)
+				// Let the goroutine just readied run: the writer, one
+				// Put's only serial stage, which otherwise waits for a
+				// worker to block or be preempted. Scheduler delay of
+				// the writer over a 1 GiB Put (go tool trace): 579 →
+				// 445 ms, of the cutter 316 → 159 ms; warm Puts, 5 runs
+				// alternated: median 663 → 682 MB/s (GOMAXPROCS=1, 4
+				// runs: 353 → 367).
+				runtime.Gosched()
 			}
 		})
 	}
