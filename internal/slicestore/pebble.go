@@ -43,7 +43,7 @@ const (
 	// building and starts a new one.
 	tableLimit = 64 << 20
 	// cacheSize is the block cache of the slice keyspace.
-	cacheSize = 2 << 20
+	cacheSize = 1 << 20
 )
 
 // Location names a slice's shards: its session and counter.
@@ -126,7 +126,11 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	// keyspace, not this one.
 	opts.Experimental.EnableColumnarBlocks = func() bool { return false }
 	// Shards are read once per Get and read ahead by the kernel, so a block
-	// cache would only churn; it is kept for index blocks.
+	// cache would only churn; it is kept for index blocks. 1 MiB: cold
+	// 1 GiB Gets as fast as with 2 (4 runs each, alternated) and 1–3 MiB
+	// less peak RSS. Pebble charges the memtable to this cache too, so
+	// after small Puts have grown it to full size (16 MiB) the cache holds
+	// nothing until the store is reopened; large Puts bypass the memtable.
 	opts.Cache = pebble.NewCache(cacheSize)
 	defer opts.Cache.Unref()
 	opts.EnsureDefaults()
