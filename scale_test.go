@@ -186,7 +186,6 @@ func TestShardOverhead(t *testing.T) {
 // size the lookups of a busy store all missed.
 func TestMetaCacheBesideMemtables(t *testing.T) {
 	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t)})
-	ctx := context.Background()
 	for i := range 8 {
 		mustPut(t, db, fmt.Sprint("f", i), randBytes(100))
 	}
