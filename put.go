@@ -138,6 +138,14 @@ func (db *DB) newPut(key string) *put {
 func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	sem := make(chan struct{}, maxBlocks)
+	first, err := p.fill(ctx, r, sem, 0, firstBlock, 0)
+	if err != nil || first == nil {
+		return nil, cmp.Or(err, context.Cause(ctx))
+	}
+	if first.eof {
+		return p.runInline(ctx, first)
+	}
 	n := p.db.opts.Concurrency
 	work := make(chan *job, 2*n)
 	order := make(chan *job, 4*n)
@@ -161,7 +169,7 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	filled := make(chan *block, 1)
 	var readErr, cutErr error
 	wg.Go(func() {
-		readErr = p.read(ctx, r, filled)
+		readErr = p.read(ctx, r, first, filled)
 		close(filled)
 		if readErr != nil {
 			cancel(readErr)
@@ -223,54 +231,95 @@ func (b *block) release() {
 	}
 }
 
-// Block sizes: a Put's first block is small so small Puts stay cheap; the
-// later ones hold one maximal slice after the copied-in tail.
+// Block sizes: a Put's first block is small so small Puts stay cheap (and
+// one whose ClearText fits in it runs inline, see runInline); the later ones
+// hold one maximal slice after the copied-in tail.
 const (
 	firstBlock = 256 << 10
 	maxBlocks  = 3
 )
 
-// read fills blocks from r and sends them on out, in order, until r ends.
-// It runs on its own goroutine so the cutter never waits for r.
-func (p *put) read(ctx context.Context, r io.Reader, out chan<- *block) error {
+// read sends first and the blocks that follow it in r on out, in order,
+// until r ends. It runs on its own goroutine so the cutter never waits for r.
+func (p *put) read(ctx context.Context, r io.Reader, first *block, out chan<- *block) error {
 	max := p.db.chunker.Params().Max
-	sem := make(chan struct{}, maxBlocks)
-	head, size := 0, firstBlock
-	var off int64
-	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil // the cause is reported by whoever cancelled
-		}
-		b := &block{b: bufpool.Get(head + size), head: head, off: off, sem: sem}
-		b.users.Store(1) // the cutter's
-		n, err := io.ReadFull(r, b.b[head:])
-		b.b = b.b[:head+n]
-		off += int64(n)
-		switch {
-		case err == io.EOF || err == io.ErrUnexpectedEOF:
-			b.eof = true
-		case err != nil:
-			b.release()
-			return fmt.Errorf("sealkv: reading %q: %w", p.key, err)
-		}
-		if b.off > 0 {
-			b.spec = make(chan struct{})
-			b.users.Add(1) // speculate's
-			go p.speculate(b)
-		}
+	for b := first; ; {
 		select {
 		case out <- b:
 		case <-ctx.Done():
 			b.release()
-			return nil
+			return nil // the cause is reported by whoever cancelled
 		}
 		if b.eof {
 			return nil
 		}
-		head, size = max, max
+		var err error
+		if b, err = p.fill(ctx, r, b.sem, max, max, b.off+int64(len(b.b)-b.head)); err != nil || b == nil {
+			return err
+		}
 	}
+}
+
+// fill reads the block of r at ClearText offset off: up to size bytes after
+// head free ones. It returns nil if ctx is done first. Every block but a
+// Put's first starts chunking ahead at once (see speculate).
+func (p *put) fill(ctx context.Context, r io.Reader, sem chan struct{}, head, size int, off int64) (*block, error) {
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil
+	}
+	b := &block{b: bufpool.Get(head + size), head: head, off: off, sem: sem}
+	b.users.Store(1) // the cutter's
+	n, err := io.ReadFull(r, b.b[head:])
+	b.b = b.b[:head+n]
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		b.eof = true
+	case err != nil:
+		b.release()
+		return nil, fmt.Errorf("sealkv: reading %q: %w", p.key, err)
+	}
+	if b.off > 0 {
+		b.spec = make(chan struct{})
+		b.users.Add(1) // speculate's
+		go p.speculate(b)
+	}
+	return b, nil
+}
+
+// runInline puts a ClearText that fits in its first block on the caller's
+// goroutine: the cutter runs to the end into channels that hold every slice,
+// then each slice is processed and written in order. Small Puts so skip the
+// pipeline's four goroutines, their hand-offs and stack growth. 100,000 ×
+// 4 KiB files from 64 goroutines (cold, 6 runs alternated): median 15.7 →
+// 14.4 s, faster in 5 of the 6 pairs.
+func (p *put) runInline(ctx context.Context, b *block) (*content, error) {
+	most := (len(b.b)-b.head)/p.db.chunker.Params().Min + 1
+	filled := make(chan *block, 1)
+	filled <- b
+	close(filled)
+	work, order := make(chan *job, most), make(chan *job, most)
+	err := p.cut(ctx, filled, work, order)
+	close(work)
+	close(order)
+	for j := range work {
+		if err == nil {
+			p.process(j)
+		}
+		close(j.done)
+	}
+	var c *content
+	if err == nil {
+		c, err = p.write(ctx, order)
+	}
+	for j := range order { // what write did not consume
+		j.release()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // cut cuts the blocks from in into slices and hands them out in order.

@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -38,24 +39,35 @@ import (
 	kv "github.com/sealkv/kv"
 )
 
+// record starts writing to the file named by the environment variable env,
+// if set, and returns the matching stop.
+func record(env string, start func(io.Writer) error, stop func()) func() {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = start(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sealkvbench:", err)
+		os.Exit(1)
+	}
+	return stop
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
 	}
 	cmd, args := os.Args[1], os.Args[2:]
 	// SEALKV_CPUPROFILE=FILE writes a CPU profile of the command (the
-	// profile-driven changes in the performance notes came from these).
-	if path := os.Getenv("SEALKV_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "sealkvbench:", err)
-			os.Exit(1)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	// profile-driven changes in the performance notes came from these);
+	// SEALKV_TRACE=FILE an execution trace (go tool trace: its -pprof=sync
+	// and -pprof=sched profiles show where Puts wait).
+	defer record("SEALKV_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)()
+	defer record("SEALKV_TRACE", trace.Start, trace.Stop)()
 	var err error
 	switch cmd {
 	case "keygen":
