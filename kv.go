@@ -204,6 +204,7 @@ type DB struct {
 	idKey   []byte    // keys the SliceID hash
 	cidKey  []byte    // keys the ContentID hash
 	idHash  sync.Pool // *blake3.Hasher keyed with idKey, for sliceID
+	cidHash sync.Pool // *blake3.Hasher keyed with cidKey, for ContentIDs
 
 	session *seal.Session // this DB's writer session
 	// needsRecovery keeps the session marked unclean at Close, so that

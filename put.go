@@ -490,7 +490,8 @@ func storedSize(r *record.Slice) int64 {
 // new shards to the slice keyspace and publishes them once durable.
 func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	c := &content{}
-	cid, _ := blake3.NewKeyed(p.db.cidKey)
+	cid := keyedHash(&p.db.cidHash, p.db.cidKey)
+	defer p.db.cidHash.Put(cid)
 	for j := range order {
 		<-j.done
 		if j.err != nil {

@@ -127,17 +127,24 @@ func (db *DB) readSession(sid [seal.SessionIDSize]byte) (*seal.Session, error) {
 
 // sliceID is the keyed BLAKE3-512 of a slice's ClearText.
 func (db *DB) sliceID(clear []byte) SliceID {
-	h, ok := db.idHash.Get().(*blake3.Hasher)
-	if ok {
-		h.Reset()
-	} else {
-		h, _ = blake3.NewKeyed(db.idKey)
-	}
+	h := keyedHash(&db.idHash, db.idKey)
 	h.Write(clear)
 	var id SliceID
 	h.Digest().Read(id[:])
 	db.idHash.Put(h)
 	return id
+}
+
+// keyedHash returns a BLAKE3 hasher keyed with key from pool, which holds
+// only hashers keyed so; put it back when done. A hasher is ~10 KiB: Puts of
+// small objects allocated one per Put for the ContentID before it was pooled.
+func keyedHash(pool *sync.Pool, key []byte) *blake3.Hasher {
+	if h, ok := pool.Get().(*blake3.Hasher); ok {
+		h.Reset()
+		return h
+	}
+	h, _ := blake3.NewKeyed(key)
+	return h
 }
 
 // zstd coders are pooled: an encoder holds a few MiB of state.
