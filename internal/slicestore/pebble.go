@@ -333,7 +333,8 @@ func endOfSession(sid [16]byte) []byte {
 // the next one fills, so the Put's pipeline does not stall on the disk.
 type pebbleWriter struct {
 	s       *Pebble
-	pending *pebble.Batch // until the Put outgrows batchLimit; nil when empty
+	pending [][2][]byte // key, value; in key order
+	size    int
 	table   *sstable.Writer
 	path    string
 	lastKey []byte
@@ -366,7 +367,7 @@ func (w *pebbleWriter) Add(ctx context.Context, l Location, id *[64]byte, shards
 		return w.durable, err
 	}
 	w.added++
-	if w.table == nil && (w.large || w.pending.Len() > batchLimit) {
+	if w.table == nil && (w.size > batchLimit || w.large) {
 		if err := w.startTable(); err != nil {
 			return w.durable, err
 		}
@@ -388,10 +389,9 @@ func (w *pebbleWriter) set(k, v []byte) error {
 	if w.table != nil {
 		return w.table.Set(k, v)
 	}
-	if w.pending == nil {
-		w.pending = w.s.db.NewBatch()
-	}
-	return w.pending.Set(k, v, nil) // a copy: the caller reuses v
+	w.pending = append(w.pending, [2][]byte{k, bytes.Clone(v)}) // the caller reuses v
+	w.size += len(k) + len(v)
+	return nil
 }
 
 func (w *pebbleWriter) startTable() error {
@@ -404,27 +404,13 @@ func (w *pebbleWriter) startTable() error {
 	wo.Compression = block.NoCompression
 	w.table = sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo)
 	w.large = true
-	if w.pending == nil {
-		return nil
-	}
-	defer w.drop()
-	for r := w.pending.Reader(); ; {
-		_, k, v, ok, err := r.Next()
-		if !ok || err != nil {
-			return err
-		}
-		if err := w.table.Set(k, v); err != nil {
+	for _, kv := range w.pending {
+		if err := w.table.Set(kv[0], kv[1]); err != nil {
 			return err
 		}
 	}
-}
-
-// drop discards the pending batch.
-func (w *pebbleWriter) drop() {
-	if w.pending != nil {
-		_ = w.pending.Close()
-		w.pending = nil
-	}
+	w.pending, w.size = nil, 0
+	return nil
 }
 
 // startIngest finishes (syncs) the current sstable and ingests it in the
@@ -483,11 +469,18 @@ func (w *pebbleWriter) Flush(ctx context.Context) error {
 		w.startIngest(ctx)
 		return w.wait()
 	}
-	if w.pending != nil {
-		if err := w.s.commit(w.pending); err != nil {
+	if len(w.pending) > 0 {
+		b := w.s.db.NewBatch()
+		defer b.Close()
+		for _, kv := range w.pending {
+			if err := b.Set(kv[0], kv[1], nil); err != nil {
+				return err
+			}
+		}
+		if err := w.s.commit(b); err != nil {
 			return err
 		}
-		w.drop()
+		w.pending, w.size = nil, 0
 	}
 	w.durable = w.added
 	return nil
@@ -503,5 +496,5 @@ func (w *pebbleWriter) Abort() {
 		_ = w.s.opts.FS.Remove(w.path)
 		w.table = nil
 	}
-	w.drop()
+	w.pending, w.size = nil, 0
 }
