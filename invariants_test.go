@@ -207,7 +207,7 @@ func checkContent(db *DB, v *record.Version) error {
 // contentID computes the ContentID of b independently of the Put pipeline:
 // b cut by the store's chunker, each slice named, the list hashed.
 func contentID(db *DB, b []byte) ContentID {
-	h, _ := blake3.NewKeyed(db.cidKey)
+	h, _ := blake3.NewKeyed(db.cidHash.key)
 	for len(b) > 0 {
 		n := db.chunker.Cut(b, true)
 		id := db.sliceID(b[:n])

@@ -201,10 +201,8 @@ type DB struct {
 	meta    *pebble.DB
 	slices  slicestore.Store
 	chunker *chunker.Chunker
-	idKey   []byte    // keys the SliceID hash
-	cidKey  []byte    // keys the ContentID hash
-	idHash  sync.Pool // *blake3.Hasher keyed with idKey, for sliceID
-	cidHash sync.Pool // *blake3.Hasher keyed with cidKey, for ContentIDs
+	idHash  keyedHashers // SliceIDs
+	cidHash keyedHashers // ContentIDs
 
 	session *seal.Session // this DB's writer session
 	// needsRecovery keeps the session marked unclean at Close, so that
@@ -247,7 +245,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}}
 	db.idle = sync.NewCond(&db.callsMu)
-	db.idKey, db.cidKey = o.Keys.derive("slice id"), o.Keys.derive("content id")
+	db.idHash.key, db.cidHash.key = o.Keys.derive("slice id"), o.Keys.derive("content id")
 	if err := db.openKeyspaces(dir); err != nil {
 		return nil, err
 	}

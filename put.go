@@ -493,8 +493,8 @@ func storedSize(r *record.Slice) int64 {
 // new shards to the slice keyspace and publishes them once durable.
 func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	c := &content{}
-	cid := keyedHash(&p.db.cidHash, p.db.cidKey)
-	defer p.db.cidHash.Put(cid)
+	cid := p.db.cidHash.get()
+	defer p.db.cidHash.put(cid)
 	for j := range order {
 		<-j.done
 		if j.err != nil {

@@ -127,25 +127,33 @@ func (db *DB) readSession(sid [seal.SessionIDSize]byte) (*seal.Session, error) {
 
 // sliceID is the keyed BLAKE3-512 of a slice's ClearText.
 func (db *DB) sliceID(clear []byte) SliceID {
-	h := keyedHash(&db.idHash, db.idKey)
+	h := db.idHash.get()
+	defer db.idHash.put(h)
 	h.Write(clear)
 	var id SliceID
 	h.Digest().Read(id[:])
-	db.idHash.Put(h)
 	return id
 }
 
-// keyedHash returns a BLAKE3 hasher keyed with key from pool, which holds
-// only hashers keyed so; put it back when done. A hasher is ~10 KiB: Puts of
-// small objects allocated one per Put for the ContentID before it was pooled.
-func keyedHash(pool *sync.Pool, key []byte) *blake3.Hasher {
-	if h, ok := pool.Get().(*blake3.Hasher); ok {
-		h.Reset()
-		return h
-	}
-	h, _ := blake3.NewKeyed(key)
-	return h
+// keyedHashers recycles BLAKE3 hashers keyed with one key. A hasher is
+// ~10 KiB: Puts of small objects allocated one per Put for the ContentID
+// before it was pooled.
+type keyedHashers struct {
+	key  []byte
+	pool sync.Pool
 }
+
+// get returns a reset hasher keyed with h.key; put it back when done.
+func (h *keyedHashers) get() *blake3.Hasher {
+	if x, ok := h.pool.Get().(*blake3.Hasher); ok {
+		x.Reset()
+		return x
+	}
+	x, _ := blake3.NewKeyed(h.key)
+	return x
+}
+
+func (h *keyedHashers) put(x *blake3.Hasher) { h.pool.Put(x) }
 
 // zstd coders are pooled: an encoder holds a few MiB of state.
 var (
