@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -28,14 +30,17 @@ type model struct {
 	mu       sync.Mutex
 	versions map[string][]ContentID
 	inflight string
+	// batch is the ContentID each key of a Batch in flight gets when it
+	// commits; inflight is then "".
+	batch map[string]ContentID
 }
 
-func (m *model) snapshot() (map[string][]ContentID, string) {
+func (m *model) snapshot() (map[string][]ContentID, string, map[string]ContentID) {
 	cp := make(map[string][]ContentID, len(m.versions))
 	for k, v := range m.versions {
 		cp[k] = append([]ContentID(nil), v...)
 	}
-	return cp, m.inflight
+	return cp, m.inflight, maps.Clone(m.batch)
 }
 
 // crashPoint is the file system as a crash would have left it, and what
@@ -44,14 +49,16 @@ type crashPoint struct {
 	fs       *vfs.MemFS
 	want     map[string][]ContentID
 	inflight string
+	batch    map[string]ContentID
 }
 
-// TestCrashRecovery crashes a store at random points of a Put / Delete /
-// PruneVersions workload (SEALKV_CRASH_POINTS, default 500): a clone of
+// TestCrashRecovery crashes a store at random points of a Put / Batch /
+// Delete / PruneVersions workload (SEALKV_CRASH_POINTS, default 500): a clone of
 // the in-memory file system with only synced data (plus a random share of
 // unsynced data) is reopened, recovered and checked: invariants I1 and I2,
 // every Data's bytes hash to its ContentID, every acknowledged operation is
-// there in full (I3, I4) and the interrupted one is all or nothing.
+// there in full (I3, I4) and the interrupted one is all or nothing (for a
+// Batch, all its Puts or none).
 func TestCrashRecovery(t *testing.T) {
 	points := envInt("SEALKV_CRASH_POINTS", 500)
 	keys := newKeys(t)
@@ -91,10 +98,10 @@ func crashRun(t *testing.T, keys *Keys, rng *rand.Rand, n int) []crashPoint {
 	for range n {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
 		m.mu.Lock()
-		want, inflight := m.snapshot()
+		want, inflight, batch := m.snapshot()
 		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(3) * 50, RNG: rand.New(rand.NewPCG(rng.Uint64(), 2))})
 		m.mu.Unlock()
-		cps = append(cps, crashPoint{fs: clone, want: want, inflight: inflight})
+		cps = append(cps, crashPoint{fs: clone, want: want, inflight: inflight, batch: batch})
 	}
 	close(stop)
 	wg.Wait()
@@ -110,6 +117,12 @@ func crashWorkload(t *testing.T, db *DB, m *model, pool [][]byte, large []byte, 
 		default:
 		}
 		key := fmt.Sprintf("k%d", rng.IntN(6))
+		if rng.IntN(5) == 0 {
+			if !crashBatch(t, db, m, pool, rng) {
+				return
+			}
+			continue
+		}
 		m.mu.Lock()
 		m.inflight = key
 		m.mu.Unlock()
@@ -171,6 +184,41 @@ func crashWorkload(t *testing.T, db *DB, m *model, pool [][]byte, large []byte, 
 	}
 }
 
+// crashBatch commits a Batch of Puts of two or three keys whose contents
+// share slices, and applies it to the model.
+func crashBatch(t *testing.T, db *DB, m *model, pool [][]byte, rng *rand.Rand) bool {
+	next := map[string]ContentID{}
+	contents := map[string][]byte{}
+	for range 2 + rng.IntN(2) {
+		key := fmt.Sprintf("k%d", rng.IntN(6))
+		contents[key] = mixContent(pool, rng)
+		next[key] = contentID(db, contents[key])
+	}
+	m.mu.Lock()
+	m.batch = next
+	m.mu.Unlock()
+	b := db.NewBatch()
+	for key, c := range contents {
+		if err := b.Put(ctx, key, bytes.NewReader(c)); err != nil {
+			t.Errorf("Batch.Put: %v", err)
+			return false
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Errorf("Batch.Commit: %v", err)
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, id := range next {
+		if v := m.versions[key]; len(v) == 0 || v[len(v)-1] != id {
+			m.versions[key] = append(v, id)
+		}
+	}
+	m.batch = nil
+	return true
+}
+
 // mixContent builds content that shares slices with other content.
 func mixContent(pool [][]byte, rng *rand.Rand) []byte {
 	var b []byte
@@ -200,8 +248,11 @@ func checkCrashPoint(keys *Keys, cp crashPoint) error {
 	if err := checkInflight(db, cp); err != nil {
 		return err
 	}
+	if err := checkBatch(db, cp); err != nil {
+		return err
+	}
 	for k, want := range cp.want {
-		if k == cp.inflight {
+		if _, ok := cp.batch[k]; k == cp.inflight || ok {
 			continue
 		}
 		d, err := db.Stat(ctx, k)
@@ -213,7 +264,7 @@ func checkCrashPoint(keys *Keys, cp crashPoint) error {
 		}
 	}
 	for k := range collectKeys(db) {
-		if _, ok := cp.want[k]; !ok && k != cp.inflight {
+		if _, ok := cp.want[k]; !ok && k != cp.inflight && cp.batch[k] == (ContentID{}) {
 			return fmt.Errorf("%q exists but was deleted or never acknowledged", k)
 		}
 	}
@@ -244,6 +295,39 @@ func checkInflight(db *DB, cp crashPoint) error {
 	case len(got) <= len(want) && len(got) > 0 && fmt.Sprint(got) == fmt.Sprint(want[len(want)-len(got):]):
 	default:
 		return fmt.Errorf("in-flight %q has versions %x, acknowledged %x", cp.inflight, got, want)
+	}
+	return nil
+}
+
+// checkBatch checks that the keys of the Batch in flight show either their
+// acknowledged versions or those plus the batch's, and the same for all.
+func checkBatch(db *DB, cp crashPoint) error {
+	var before, after []string // keys only in the old, only in the new state
+	for k, id := range cp.batch {
+		want := cp.want[k]
+		var got []ContentID
+		d, err := db.Stat(ctx, k)
+		switch {
+		case err == nil:
+			got = contentIDs(d)
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		old := fmt.Sprint(got) == fmt.Sprint(want)
+		committed := len(want) > 0 && want[len(want)-1] == id && old ||
+			fmt.Sprint(got) == fmt.Sprint(append(slices.Clone(want), id))
+		switch {
+		case old && committed: // the batch changed nothing here
+		case old:
+			before = append(before, k)
+		case committed:
+			after = append(after, k)
+		default:
+			return fmt.Errorf("batch key %q has versions %x, acknowledged %x, batch %x", k, got, want, id)
+		}
+	}
+	if len(before) > 0 && len(after) > 0 {
+		return fmt.Errorf("batch half committed: %q old, %q new", before, after)
 	}
 	return nil
 }

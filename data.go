@@ -170,50 +170,78 @@ func WithParent(parent string) PutOption {
 	return func(o *putOptions) { o.parent = parent }
 }
 
-// commitPut makes the content written by p the new current version of key,
-// atomically and durably. Content equal to the current version adds no
-// version; p's manifest is then released like a deleted one.
-func (db *DB) commitPut(p *put, c *content, po putOptions) (*Data, error) {
-	d, synced, err := func() (*Data, bool, error) {
+// staged is a Put whose slices are written and whose commit is pending.
+type staged struct {
+	p  *put
+	c  *content
+	po putOptions
+}
+
+// commitPuts makes each staged Put the new current version of its key, in
+// order, atomically (one batch) and durably; the shards of every Put must
+// already be durable. Content equal to the current version adds no version;
+// the Put's manifest is then released like a deleted one. It returns each
+// Put's Data as of its own version.
+func (db *DB) commitPuts(ps []*staged) ([]*Data, error) {
+	ds, synced, err := func() ([]*Data, bool, error) {
 		db.mu.Lock()
 		defer db.mu.Unlock() // also on a fatal engine panic (see catch)
-		return db.commitPutLocked(p, c, po)
+		rel := db.newRelease()
+		defer rel.close()
+		ds := make([]*Data, len(ps))
+		parents := map[string]bool{} // found in rel: Puts add Data, never remove it
+		for i, s := range ps {
+			d, err := db.putInto(rel, s, parents)
+			if err != nil {
+				return nil, false, err
+			}
+			ds[i] = toData(s.p.key, d)
+		}
+		synced, err := db.commitRelease(rel)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, s := range ps {
+			s.p.published(s.p.added)
+			s.p.chunkWritten()
+		}
+		return ds, synced, nil
 	}()
 	if err == nil && !synced {
 		// Group commit: concurrent Puts share this WAL sync, which also
 		// makes every earlier batch durable.
 		err = db.meta.LogData(nil, pebble.Sync)
 	}
-	return d, err
+	return ds, err
 }
 
-// commitPutLocked writes the Put's last records and manifest chunk and the
-// new version in one batch. It reports whether that batch was synced; if
-// not, the caller syncs after releasing db.mu.
-func (db *DB) commitPutLocked(p *put, c *content, po putOptions) (*Data, bool, error) {
-	if po.parent != "" {
-		if _, err := getData(db.meta, po.parent); err != nil {
-			return nil, false, fmt.Errorf("parent: %w", err)
+// putInto adds to rel the Put's last records and manifest chunk and its new
+// version, reading through rel so that it sees the Puts added before it.
+// parents are the parents known to exist in rel.
+func (db *DB) putInto(rel *release, s *staged, parents map[string]bool) (*record.Data, error) {
+	p, c, po := s.p, s.c, s.po
+	if po.parent != "" && !parents[po.parent] {
+		if _, err := getData(rel.b, po.parent); err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
 		}
+		parents[po.parent] = true
 	}
-	rel := db.newRelease()
-	defer rel.close()
-	d, err := getData(db.meta, p.key)
+	d, err := getData(rel.b, p.key)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		d = &record.Data{NextVersion: 1}
 		db.stats.Data++
 	case err != nil:
-		return nil, false, err
+		return nil, err
 	}
 	if err := p.publishLocked(rel, p.added); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if n := len(d.Versions); n > 0 && d.Versions[n-1].ContentID == c.id {
 		// Same content as the current version: drop this Put's manifest.
 		if p.wrote {
 			if err := rel.manifest(p.manifest); err != nil {
-				return nil, false, err
+				return nil, err
 			}
 		}
 		for i := range p.chunk {
@@ -238,13 +266,7 @@ func (db *DB) commitPutLocked(p *put, c *content, po putOptions) (*Data, bool, e
 		_ = rel.b.Set(record.ChildKey(d.Parent, p.key), nil, nil)
 	}
 	_ = rel.b.Set(record.DataKey(p.key), d.Encode(), nil)
-	synced, err := db.commitRelease(rel)
-	if err != nil {
-		return nil, false, err
-	}
-	p.published(p.added)
-	p.chunkWritten()
-	return toData(p.key, d), synced, nil
+	return d, nil
 }
 
 // commitLocked writes the stats into b and commits it. On failure the

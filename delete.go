@@ -137,9 +137,12 @@ type release struct {
 	committed bool
 }
 
-// newRelease starts a release. db.mu is held until close.
+// newRelease starts a release. db.mu is held until close. Its batch is
+// indexed, and every read that decides what the release writes goes through
+// it, so that one release can hold several Puts (Batch.Commit) that see each
+// other's records: a key put twice, a slice two of them sealed.
 func (db *DB) newRelease() *release {
-	return &release{db: db, b: db.meta.NewBatch(), gone: map[record.ManifestID]bool{}, candidates: map[SliceID]bool{}, saved: db.stats}
+	return &release{db: db, b: db.meta.NewIndexedBatch(), gone: map[record.ManifestID]bool{}, candidates: map[SliceID]bool{}, saved: db.stats}
 }
 
 func (r *release) close() {
@@ -161,7 +164,7 @@ func (r *release) drop(rec *record.Slice) {
 func (r *release) manifest(m record.ManifestID) error {
 	r.gone[m] = true
 	lo := record.ChunkPrefix(m)
-	it, err := r.db.meta.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: record.PrefixEnd(lo)})
+	it, err := r.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: record.PrefixEnd(lo)})
 	if err != nil {
 		return err
 	}
@@ -212,7 +215,7 @@ func (db *DB) finishRelease(r *release) (*DeleteReport, bool, error) {
 	}
 	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
 	for _, id := range ids {
-		by, err := db.referencedBy(&id, r.gone)
+		by, err := r.referencedBy(&id)
 		if err != nil {
 			return nil, false, err
 		}
@@ -220,7 +223,7 @@ func (db *DB) finishRelease(r *release) (*DeleteReport, bool, error) {
 			rep.Kept = append(rep.Kept, KeptSlice{ID: id, ReferencedBy: by})
 			continue
 		}
-		rec, err := db.sliceRecord(&id)
+		rec, err := sliceRecord(r.b, &id)
 		if err != nil {
 			return nil, false, err
 		}
@@ -266,27 +269,27 @@ func encodeLocs(locs []slicestore.Location) []byte {
 	return record.EncodeIntent(rl)
 }
 
-// referencedBy returns the keys whose manifests (other than those in gone)
-// reference id, and those of Puts in flight that pinned it.
-func (db *DB) referencedBy(id *SliceID, gone map[record.ManifestID]bool) ([]string, error) {
+// referencedBy returns the keys whose manifests (other than those the
+// release removes) reference id, and those of Puts in flight that pinned it.
+func (r *release) referencedBy(id *SliceID) ([]string, error) {
 	keys := map[string]bool{}
-	if pn := db.pins[*id]; pn != nil {
+	if pn := r.db.pins[*id]; pn != nil {
 		for k := range pn.keys {
 			keys[k] = true
 		}
 	}
 	lo := record.RefPrefix((*[64]byte)(id))
-	it, err := db.meta.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: record.PrefixEnd(lo)})
+	it, err := r.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: record.PrefixEnd(lo)})
 	if err != nil {
 		return nil, err
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
 		m, ok := record.RefManifest(it.Key())
-		if !ok || gone[m] {
+		if !ok || r.gone[m] {
 			continue
 		}
-		k, err := db.manifestKey(m)
+		k, err := manifestKey(r.b, m)
 		if err != nil {
 			return nil, err
 		}
@@ -303,8 +306,9 @@ func (db *DB) referencedBy(id *SliceID, gone map[record.ManifestID]bool) ([]stri
 	return out, nil
 }
 
-func (db *DB) manifestKey(m record.ManifestID) (string, error) {
-	v, closer, err := db.meta.Get(record.ManifestKey(m))
+// manifestKey reads the key whose version manifest m holds from r.
+func manifestKey(r pebble.Reader, m record.ManifestID) (string, error) {
+	v, closer, err := r.Get(record.ManifestKey(m))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return "", fmt.Errorf("%w: reference to unknown manifest %x", ErrCorrupt, m)
 	}

@@ -124,3 +124,41 @@ func ExampleKeys_WriteOnly() {
 	// true
 	// line 1
 }
+
+// A Batch makes many Puts visible and durable in one commit, with one sync
+// for all of them: the way to store many small objects, or a tree that
+// must appear whole.
+func ExampleBatch() {
+	dir, _ := os.MkdirTemp("", "sealkv-example")
+	defer os.RemoveAll(dir)
+	keys, _ := kv.GenerateKeys()
+	db, _ := kv.Open(dir, &kv.Options{Keys: keys})
+	defer db.Close()
+	ctx := context.Background()
+
+	b := db.NewBatch()
+	defer b.Close() // discards the Puts if Commit is not reached
+	if err := b.Put(ctx, "album", strings.NewReader("holidays")); err != nil {
+		log.Fatal(err)
+	}
+	for _, name := range []string{"album/beach.jpg", "album/hills.jpg"} {
+		if err := b.Put(ctx, name, strings.NewReader("pixels of "+name), kv.WithParent("album")); err != nil {
+			log.Fatal(err)
+		}
+	}
+	_, err := db.Stat(ctx, "album")
+	fmt.Println("before Commit:", errors.Is(err, kv.ErrNotFound))
+	if err := b.Commit(ctx); err != nil {
+		log.Fatal(err)
+	}
+	for k, err := range db.Children(ctx, "album") {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(k)
+	}
+	// Output:
+	// before Commit: true
+	// album/beach.jpg
+	// album/hills.jpg
+}

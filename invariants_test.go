@@ -132,7 +132,7 @@ func checkManifest(db *DB, key string, v *record.Version, refs map[string]bool) 
 		}
 		for i := range chunk {
 			id := SliceID(chunk[i].ID)
-			rec, err := db.sliceRecord(&id)
+			rec, err := sliceRecord(db.meta, &id)
 			if err != nil || rec == nil {
 				return fmt.Errorf("I1: %q v%d: slice %s has no record (%v)", key, v.Version, id, err)
 			}

@@ -10,6 +10,10 @@
 // versions to slices live in the meta keyspace; shards live in the slice
 // keyspace. See DESIGN.md for the construction and SECURITY.md for what it
 // protects against.
+//
+// Every Put is durable when it returns. A Batch groups many Puts into one
+// atomic commit with one sync, which is how to store many small objects
+// fast, or a tree that must appear whole.
 package kv
 
 import (
@@ -76,6 +80,10 @@ type SliceStore = slicestore.Store
 
 // SliceWriter collects the shards of one Put for a SliceStore.
 type SliceWriter = slicestore.Writer
+
+// SliceGroup collects the shards of the Puts of a Batch for a SliceStore,
+// which makes them durable together.
+type SliceGroup = slicestore.Group
 
 // ShardLocation addresses one slice's shards in a SliceStore: the writer
 // session and a counter unique within it, so locations sort by write time
@@ -219,6 +227,7 @@ type DB struct {
 	calls   int
 	closed  bool
 	idle    *sync.Cond
+	batches map[*Batch]bool       // open batches with Puts, discarded by Close
 	failed  atomic.Pointer[error] // set by pebbleLogger.Fatalf (ErrFailed)
 
 	// mu serializes every change to the meta keyspace, so checks and the
@@ -233,6 +242,10 @@ type DB struct {
 type pin struct {
 	n    int
 	keys map[string]int
+	// published is set when a Put publishes a record of the slice while
+	// pinned. Until then a Put that found no record when it pinned the
+	// slice knows there is still none, and publishes without looking.
+	published bool
 }
 
 // Open opens the store in dir, creating it if dir holds none. It recovers
@@ -243,7 +256,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}}
+	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}, batches: map[*Batch]bool{}}
 	db.idle = sync.NewCond(&db.callsMu)
 	db.idHash.key, db.cidHash.key = o.Keys.derive("slice id"), o.Keys.derive("content id")
 	if err := db.openKeyspaces(dir); err != nil {
@@ -419,8 +432,9 @@ func (db *DB) loadStats() error {
 	return nil
 }
 
-// Close waits for calls in flight, marks the session clean and closes both
-// keyspaces. Calls after Close return ErrClosed.
+// Close waits for calls in flight, discards open batches (Batch), marks the
+// session clean and closes both keyspaces. Calls after Close return
+// ErrClosed.
 func (db *DB) Close() error {
 	db.callsMu.Lock()
 	if db.closed {
@@ -439,7 +453,7 @@ func (db *DB) Close() error {
 		// recovery finishes it from what is durable.
 		err = ferr
 	} else {
-		err = db.closeSession()
+		err = errors.Join(db.discardBatches(), db.closeSession())
 	}
 	err = errors.Join(err, db.slices.Close(), db.meta.Close())
 	if err != nil {

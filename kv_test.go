@@ -347,7 +347,7 @@ func TestDeleteReportShared(t *testing.T) {
 		}
 	}
 	for _, id := range rep.Deleted {
-		if rec, _ := db.sliceRecord(&id); rec != nil {
+		if rec, _ := sliceRecord(db.meta, &id); rec != nil {
 			t.Fatalf("deleted slice %s still has a record", id)
 		}
 	}

@@ -40,33 +40,58 @@ func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOptio
 	}
 	defer done()
 	defer catch(&err)
+	po, err := putOpts(key, opts)
+	if err != nil {
+		return nil, err
+	}
+	if po.parent != "" {
+		if _, err := getData(db.meta, po.parent); err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
+		}
+	}
+	s, err := db.stage(ctx, key, r, po, nil)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := db.commitPuts([]*staged{s})
+	if err != nil {
+		return nil, errors.Join(err, s.p.abort())
+	}
+	return ds[0], nil
+}
+
+// putOpts checks key and the options of a Put of it.
+func putOpts(key string, opts []PutOption) (putOptions, error) {
 	var po putOptions
 	for _, o := range opts {
 		o(&po)
 	}
 	if err := checkKey(key); err != nil {
-		return nil, err
+		return po, err
 	}
 	if po.parent != "" {
 		if err := checkKey(po.parent); err != nil {
-			return nil, fmt.Errorf("parent: %w", err)
+			return po, fmt.Errorf("parent: %w", err)
 		}
 		if po.parent == key {
-			return nil, fmt.Errorf("%w: %q cannot be its own parent", ErrInvalidKey, key)
-		}
-		if _, err := getData(db.meta, po.parent); err != nil {
-			return nil, fmt.Errorf("parent: %w", err)
+			return po, fmt.Errorf("%w: %q cannot be its own parent", ErrInvalidKey, key)
 		}
 	}
+	return po, nil
+}
+
+// stage runs a Put up to its commit: every slice is sealed and its shards
+// written, durably unless the Put is small and in batch b (then the
+// batch's Group makes them durable). On error it undoes what the Put
+// wrote.
+func (db *DB) stage(ctx context.Context, key string, r io.Reader, po putOptions, b *Batch) (*staged, error) {
 	p := db.newPut(key)
+	p.batch = b
 	c, err := p.run(ctx, r)
-	if err == nil {
-		var d *Data
-		if d, err = db.commitPut(p, c, po); err == nil {
-			return d, nil
-		}
+	if err != nil {
+		return nil, errors.Join(err, p.abort())
 	}
-	return nil, errors.Join(err, p.abort())
+	return &staged{p: p, c: c, po: po}, nil
 }
 
 // put is one Put in flight.
@@ -76,6 +101,7 @@ type put struct {
 	num      uint64 // put number within the session
 	manifest record.ManifestID
 	coder    *erasure.Coder
+	batch    *Batch // nil unless the Put is part of a Batch
 
 	// guarded by db.mu
 	pins  map[SliceID]int       // pins taken and not yet released
@@ -107,6 +133,7 @@ type job struct {
 	done   chan struct{}
 	id     SliceID
 	local  *newSlice     // set when an earlier job seals the same slice
+	bad    bool          // the slice had a record, marked bad: this job replaces it
 	rec    *record.Slice // set when this job sealed a new slice
 	own    *newSlice     // this job's announcement for later duplicates
 	shards [][]byte
@@ -123,15 +150,25 @@ type content struct {
 }
 
 func (db *DB) newPut(key string) *put {
-	num := db.puts.Add(1)
 	coder, _ := erasure.New(db.opts.DataShards, db.opts.ParityShards) // checked in Open
 	return &put{
-		db: db, key: key, num: num, coder: coder,
-		manifest: record.NewManifestID(db.session.ID, num),
-		pins:     map[SliceID]int{},
-		local:    map[SliceID]*newSlice{},
-		w:        db.slices.NewWriter(),
+		db: db, key: key, coder: coder,
+		pins:  map[SliceID]int{},
+		local: map[SliceID]*newSlice{},
 	}
+}
+
+// number gives the Put its put number and slice writer once its first
+// block is read. A Put of a Batch whose ClearText fits in that block takes
+// both from the batch, whose Group writes its slices once, sorted, instead
+// of through the write-ahead log; every other Put takes them from the DB.
+func (p *put) number(small bool) {
+	if p.batch != nil && small {
+		p.num, p.w = p.batch.number(), p.batch.group.NewWriter()
+	} else {
+		p.num, p.w = p.db.puts.Add(1), p.db.slices.NewWriter()
+	}
+	p.manifest = record.NewManifestID(p.db.session.ID, p.num)
 }
 
 // run streams r through reader, cutter, workers and the ordered writer.
@@ -143,6 +180,7 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	if err != nil || first == nil {
 		return nil, cmp.Or(err, context.Cause(ctx))
 	}
+	p.number(first.eof)
 	if first.eof {
 		return p.runInline(ctx, first)
 	}
@@ -430,7 +468,7 @@ func (p *put) claim(j *job) (int64, error) {
 	db := p.db
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	rec, err := db.sliceRecord(&j.id)
+	rec, err := sliceRecord(db.meta, &j.id)
 	if err != nil {
 		return 0, err
 	}
@@ -442,6 +480,7 @@ func (p *put) claim(j *job) (int64, error) {
 	if rec != nil && !rec.Bad {
 		return storedSize(rec), nil
 	}
+	j.bad = rec != nil
 	if ns := p.local[j.id]; ns != nil {
 		j.local = ns
 		return -1, nil
@@ -559,7 +598,7 @@ func (p *put) list(j *job) error {
 // add hands a new slice's shards to the slice keyspace.
 func (p *put) add(ctx context.Context, j *job) error {
 	loc := slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr}
-	p.pending = append(p.pending, &job{id: j.id, rec: j.rec})
+	p.pending = append(p.pending, &job{id: j.id, rec: j.rec, bad: j.bad})
 	p.added++
 	durable, err := p.w.Add(ctx, loc, (*[64]byte)(&j.id), j.shards)
 	if err != nil {
@@ -646,9 +685,16 @@ func (p *put) publish(durable int) error {
 func (p *put) publishLocked(rel *release, durable int) error {
 	db := p.db
 	for _, j := range p.pending[:durable-p.publ] {
-		old, err := db.sliceRecord(&j.id)
-		if err != nil {
-			return err
+		pn := db.pins[j.id] // this Put's pin, at least
+		var old *record.Slice
+		if j.bad || pn == nil || pn.published {
+			var err error
+			if old, err = sliceRecord(rel.b, &j.id); err != nil {
+				return err
+			}
+		}
+		if pn != nil {
+			pn.published = true
 		}
 		delete(p.local, j.id)
 		if old != nil && !old.Bad {
@@ -677,7 +723,9 @@ func (p *put) published(durable int) {
 
 // abort undoes whatever an unsuccessful Put wrote.
 func (p *put) abort() error {
-	p.w.Abort()
+	if p.w != nil {
+		p.w.Abort()
+	}
 	db := p.db
 	var locs []slicestore.Location
 	for _, j := range p.pending {
@@ -714,9 +762,10 @@ func (p *put) abort() error {
 	return err
 }
 
-// sliceRecord reads the record of id; nil if there is none.
-func (db *DB) sliceRecord(id *SliceID) (*record.Slice, error) {
-	v, closer, err := db.meta.Get(record.SliceKey((*[64]byte)(id)))
+// sliceRecord reads the record of id from r (the meta keyspace, or a
+// release's batch over it); nil if there is none.
+func sliceRecord(r pebble.Reader, id *SliceID) (*record.Slice, error) {
+	v, closer, err := r.Get(record.SliceKey((*[64]byte)(id)))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}

@@ -90,7 +90,7 @@ func (db *DB) recoverSession(sid [16]byte) error {
 	}
 	for loc, id := range db.slices.Headers(context.Background(), sid) {
 		sid := SliceID(id)
-		rec, err := db.sliceRecord(&sid)
+		rec, err := sliceRecord(db.meta, &sid)
 		if err != nil {
 			return err
 		}

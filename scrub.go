@@ -102,7 +102,7 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 func (db *DB) repair(id *SliceID, rec *record.Slice, bad []int, rebuilt [][]byte) (int, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	cur, err := db.sliceRecord(id)
+	cur, err := sliceRecord(db.meta, id)
 	if err != nil || cur == nil || cur.Session != rec.Session || cur.Ctr != rec.Ctr {
 		return 0, err
 	}

@@ -26,7 +26,7 @@ const readAhead = 4
 // are all checked. A slice that cannot be verified gives ErrCorrupt naming
 // it, and is marked bad so the next Put of the same content replaces it.
 func (db *DB) readSlice(ctx context.Context, id *SliceID) ([]byte, error) {
-	rec, err := db.sliceRecord(id)
+	rec, err := sliceRecord(db.meta, id)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed
 // moved reports whether slice id no longer has the record rec: a Delete
 // committed between reading the record and reading its shards removed them.
 func (db *DB) moved(id *SliceID, rec *record.Slice) bool {
-	cur, err := db.sliceRecord(id)
+	cur, err := sliceRecord(db.meta, id)
 	return err == nil && (cur == nil || cur.Session != rec.Session || cur.Ctr != rec.Ctr)
 }
 
@@ -146,7 +146,7 @@ func (db *DB) markBad(id *SliceID, rec *record.Slice) {
 	defer catch(new(error)) // runs in Reader fetches: a fatal engine error must not escape
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	cur, err := db.sliceRecord(id)
+	cur, err := sliceRecord(db.meta, id)
 	if err != nil || cur == nil || cur.Session != rec.Session || cur.Ctr != rec.Ctr || cur.Bad {
 		return
 	}
@@ -449,7 +449,7 @@ func (r *Reader) chunkAt(off int64) (*chunkIndex, error) {
 // missing explains a manifest chunk that is not there: the version was
 // deleted while being read (ErrNotFound), or the store lost it (ErrCorrupt).
 func (r *Reader) missing(off int64) error {
-	if _, err := r.db.manifestKey(r.manifest); errors.Is(err, ErrCorrupt) {
+	if _, err := manifestKey(r.db.meta, r.manifest); errors.Is(err, ErrCorrupt) {
 		return fmt.Errorf("%w: content deleted while being read", ErrNotFound)
 	}
 	return fmt.Errorf("%w: manifest %x has no chunk at %d", ErrCorrupt, r.manifest, off)

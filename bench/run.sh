@@ -23,6 +23,8 @@
 #   SEALKV_COMPRESSION=zstd   sealkv's compression in file mode (zstd|none)
 #   JOBS=64          sealkv files put concurrently (tree modes; each Put is
 #                    durable on return, so concurrent Puts share fsyncs)
+#   BATCH=1000       files per kv.Batch in the "sealkv-batch" rows of the
+#                    tree modes (durable when its batch commits)
 #   VERSIONS="v0.45.0 ... v0.52.0"   x/tools releases for versioned mode
 #   FILES=100000 FILE_SIZE=4096      small-files mode
 #   KEEP=0           keep stores/repos after the run
@@ -40,6 +42,7 @@ WORK=${WORK:-/tmp/sealkv-bench}
 DROP_CACHES=${DROP_CACHES:-1}
 SEALKV_COMPRESSION=${SEALKV_COMPRESSION:-zstd}
 JOBS=${JOBS:-64}
+BATCH=${BATCH:-1000}
 VERSIONS=${VERSIONS:-"v0.45.0 v0.46.0 v0.47.0 v0.48.0 v0.49.0 v0.50.0 v0.51.0 v0.52.0"}
 FILES=${FILES:-100000}
 FILE_SIZE=${FILE_SIZE:-4096}
@@ -253,6 +256,15 @@ mode_versioned() {
 		done
 		stored sealkv all "$run" "$st"
 
+		note "run $run/$RUNS: sealkv, batches of $BATCH"
+		fresh_sealkv "$st"
+		i=0
+		for d in "${dirs[@]}"; do
+			i=$((i + 1))
+			timed sealkv-batch "release-$i" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -compression none -j "$JOBS" -batch "$BATCH" "release-$i" "$d"
+		done
+		stored sealkv-batch all "$run" "$st"
+
 		note "run $run/$RUNS: restic"
 		repo=$WORK/restic-repo
 		fresh_restic "$repo"
@@ -274,7 +286,7 @@ mode_versioned() {
 		stored borg all "$run" "$repo"
 	done
 	header
-	echo "Versioned dataset: golang.org/x/tools $(echo $VERSIONS | sed 's/ /, /g') ($nfiles files, $logical bytes in all), stored one release after the other, compression off everywhere (sealkv CompressionNone, tree put -j $JOBS, 8+2 shards; restic repo v2 --compression off; borg --compression none). Ingest time = sum over the releases (each through a final sync); medians of $RUNS runs."
+	echo "Versioned dataset: golang.org/x/tools $(echo $VERSIONS | sed 's/ /, /g') ($nfiles files, $logical bytes in all), stored one release after the other, compression off everywhere (sealkv CompressionNone, tree put -j $JOBS, 8+2 shards, each Put durable; sealkv-batch: kv.Batches of $BATCH files; restic repo v2 --compression off; borg --compression none). Ingest time = sum over the releases (each through a final sync); medians of $RUNS runs."
 	echo
 	python3 - "$RES" "$logical" "$nfiles" <<'EOF'
 import sys, statistics as S
@@ -288,7 +300,7 @@ for line in open(res):
     tot[(tool, run)] += float(a)
     if op == "release-1": first.setdefault(tool, []).append(float(a))
     rss.setdefault(tool, []).append(int(b))
-tools = ["sealkv", "restic", "borg"]
+tools = ["sealkv", "sealkv-batch", "restic", "borg"]
 sec = {tl: S.median([v for (t, r), v in tot.items() if t == tl]) for tl in tools if any(t == tl for t, _ in tot)}
 print("| tool | ingest s (all releases) | MB/s | files/s | first release s | peak RSS MiB (max) | stored bytes (du -sb) | allocated bytes (du -s) | stored / logical | time vs restic | stored vs restic |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -314,6 +326,10 @@ mode_smallfiles() {
 		fresh_sealkv "$st"
 		timed sealkv "put tree" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -j "$JOBS" small "$tree"
 		stored sealkv "put tree" "$run" "$st"
+		note "run $run/$RUNS: sealkv, batches of $BATCH"
+		fresh_sealkv "$st"
+		timed sealkv-batch "put tree" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -j "$JOBS" -batch "$BATCH" small "$tree"
+		stored sealkv-batch "put tree" "$run" "$st"
 		note "run $run/$RUNS: restic"
 		fresh_restic "$repo"
 		timed restic "put tree" "$run" sync -- restic -r "$repo" backup "$tree"
@@ -325,7 +341,7 @@ mode_smallfiles() {
 		stored borg "put tree" "$run" "$repo"
 	done
 	header
-	echo "Small files: $FILES files × $FILE_SIZE random bytes (1000 per directory), one tree put (sealkv: one Data per file and directory, -j $JOBS, each Put durable) vs restic backup vs borg create, default compression, through a final sync; medians of $RUNS runs."
+	echo "Small files: $FILES files × $FILE_SIZE random bytes (1000 per directory), one tree put (sealkv: one Data per file and directory, -j $JOBS, each Put durable; sealkv-batch: files in kv.Batches of $BATCH, each durable when its batch commits) vs restic backup vs borg create, default compression, through a final sync; medians of $RUNS runs."
 	echo
 	python3 - "$RES" "$FILES" "$FILE_SIZE" <<'EOF'
 import sys, statistics as S
@@ -338,7 +354,7 @@ for line in open(res):
         t.setdefault(tool, []).append(float(a)); rss.setdefault(tool, []).append(int(b))
 print("| tool | seconds (median) | files/s | MB/s | peak RSS MiB | stored bytes (du -sb) | allocated bytes (du -s) | files/s vs restic | stored vs restic |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for tl in ("sealkv", "restic", "borg"):
+for tl in ("sealkv", "sealkv-batch", "restic", "borg"):
     if tl not in t: continue
     s, sb = S.median(t[tl]), S.median(st[tl])
     print(f"| {tl} | {s:.1f} | {n/s:.0f} | {n*fs/s/1e6:.1f} | {S.median(rss[tl])/1024:.0f} | {sb} | {S.median(al[tl])} | {S.median(t['restic'])/s:.2f}× | {sb/S.median(st['restic']):.3f}× |")

@@ -216,6 +216,15 @@ func (s *Store) prepare(ctx context.Context, d *domain) error {
 	return nil
 }
 
+// NewGroup returns a Group whose Writers are the Store's own: an object is
+// durable once its domain acknowledges it, so there is nothing to share.
+func (s *Store) NewGroup() kv.SliceGroup { return group{s} }
+
+type group struct{ s *Store }
+
+func (g group) NewWriter() kv.SliceWriter      { return g.s.NewWriter() }
+func (g group) Sync(ctx context.Context) error { return nil }
+
 // Close releases idle connections. Calls after Close return ErrClosed.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {

@@ -68,6 +68,14 @@ func main() {
 	// and -pprof=sched profiles show where Puts wait).
 	defer record("SEALKV_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)()
 	defer record("SEALKV_TRACE", trace.Start, trace.Stop)()
+	// SEALKV_MUTEXPROFILE=FILE a mutex profile: where the mutexes that
+	// others waited for were held (go tool pprof -top FILE).
+	var mutexes *os.File
+	defer record("SEALKV_MUTEXPROFILE", func(w io.Writer) error {
+		runtime.SetMutexProfileFraction(1)
+		mutexes = w.(*os.File)
+		return nil
+	}, func() { _ = pprof.Lookup("mutex").WriteTo(mutexes, 0) })()
 	var err error
 	switch cmd {
 	case "keygen":
@@ -97,7 +105,7 @@ func usage() {
   sealkvbench keygen KEYFILE
   sealkvbench put   -store DIR -keys KEYFILE [-compression zstd|none] KEY FILE
   sealkvbench get   -store DIR -keys KEYFILE KEY OUTFILE
-  sealkvbench tree  -store DIR -keys KEYFILE [-compression zstd|none] [-j N] ROOTKEY DIR
+  sealkvbench tree  -store DIR -keys KEYFILE [-compression zstd|none] [-j N] [-batch N] ROOTKEY DIR
   sealkvbench stats -store DIR -keys KEYFILE
   sealkvbench genfiles DIR COUNT SIZE    (COUNT random files, 1000 per subdirectory)`)
 	os.Exit(64)
@@ -123,6 +131,7 @@ type common struct {
 	store, keys string
 	compression string
 	jobs        int
+	batch       int
 }
 
 func parse(name string, args []string, want int) (*common, []string) {
@@ -131,6 +140,7 @@ func parse(name string, args []string, want int) (*common, []string) {
 	c.fs.StringVar(&c.keys, "keys", "", "key file")
 	c.fs.StringVar(&c.compression, "compression", "zstd", "zstd or none")
 	c.fs.IntVar(&c.jobs, "j", 4, "files put concurrently (tree)")
+	c.fs.IntVar(&c.batch, "batch", 0, "files per kv.Batch, committed together (tree; 0: every Put durable on its own)")
 	_ = c.fs.Parse(args)
 	if c.store == "" || c.keys == "" || c.fs.NArg() != want {
 		usage()
@@ -237,7 +247,9 @@ func stats(args []string) error {
 }
 
 // tree puts the directory dir under rootKey: directories first (a child
-// needs its parent), files by -j workers.
+// needs its parent), files by -j workers. With -batch N the files go into
+// batches of N, each committed by the worker that finishes its last Put
+// while the next batch fills.
 func tree(args []string) error {
 	c, a := parse("tree", args, 2)
 	rootKey, root := strings.TrimSuffix(a[0], "/"), a[1]
@@ -247,7 +259,10 @@ func tree(args []string) error {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	type file struct{ key, path, parent string }
+	type file struct {
+		key, path, parent string
+		g                 *group
+	}
 	files := make(chan file, 256)
 	var nfiles, ndirs, nbytes atomic.Int64
 	var wg sync.WaitGroup
@@ -262,18 +277,50 @@ func tree(args []string) error {
 					cancel(err)
 					continue
 				}
-				d, err := db.Put(ctx, f.key, fh, kv.WithParent(f.parent))
+				var n int64
+				if f.g != nil {
+					err = f.g.b.Put(ctx, f.key, fh, kv.WithParent(f.parent))
+					if st, serr := fh.Stat(); err == nil && serr == nil {
+						n = st.Size()
+					}
+				} else {
+					var d *kv.Data
+					if d, err = db.Put(ctx, f.key, fh, kv.WithParent(f.parent)); err == nil {
+						n = d.Content.OriginalSize
+					}
+				}
 				fh.Close()
+				if err == nil {
+					err = f.g.done(ctx)
+				}
 				if err != nil {
 					cancel(fmt.Errorf("%s: %w", f.path, err))
 					continue
 				}
 				nfiles.Add(1)
-				nbytes.Add(d.Content.OriginalSize)
+				nbytes.Add(n)
 			}
 		})
 	}
 	start := time.Now()
+	var g *group // the batch being filled
+	send := func(f file) error {
+		if c.batch > 0 {
+			if g == nil {
+				g = newGroup(db)
+			}
+			f.g = g.add()
+			if g.n == c.batch {
+				// The walker's hold: the last to let go commits.
+				if err := g.done(ctx); err != nil {
+					return err
+				}
+				g = nil
+			}
+		}
+		files <- f
+		return nil
+	}
 	var walk func(key, path, parent string) error
 	walk = func(key, path, parent string) error {
 		ents, err := os.ReadDir(path)
@@ -309,12 +356,19 @@ func tree(args []string) error {
 					return err
 				}
 			case e.Type().IsRegular():
-				files <- file{key: k, path: p, parent: key}
+				if err := send(file{key: k, path: p, parent: key}); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}
 	err = walk(rootKey, root, "")
+	if g != nil {
+		if gerr := g.done(ctx); err == nil {
+			err = gerr
+		}
+	}
 	close(files)
 	wg.Wait()
 	if err == nil {
@@ -331,6 +385,35 @@ func tree(args []string) error {
 	report(map[string]any{"op": "tree", "key": rootKey, "files": n, "dirs": ndirs.Load(), "bytes": nbytes.Load(),
 		"seconds": el.Seconds(), "files_s": float64(n) / el.Seconds(), "mb_s": float64(nbytes.Load()) / el.Seconds() / 1e6})
 	return nil
+}
+
+// group is one kv.Batch of tree's files. It is committed when the walker
+// and every file's Put are done with it.
+type group struct {
+	b    *kv.Batch
+	n    int          // files added (walker only)
+	left atomic.Int64 // holds: the walker's and one per file not yet put
+}
+
+func newGroup(db *kv.DB) *group {
+	g := &group{b: db.NewBatch()}
+	g.left.Store(1)
+	return g
+}
+
+func (g *group) add() *group {
+	g.n++
+	g.left.Add(1)
+	return g
+}
+
+// done drops one hold and commits the batch when it was the last. A nil
+// group (no batching) does nothing.
+func (g *group) done(ctx context.Context) error {
+	if g == nil || g.left.Add(-1) > 0 {
+		return nil
+	}
+	return g.b.Commit(ctx)
 }
 
 // genfiles writes count files of size pseudo-random bytes (distinct

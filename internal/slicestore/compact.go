@@ -240,13 +240,13 @@ func (s *Pebble) guard(errp *error) {
 	*errp = err
 }
 
-// commit commits b durably unless the store has failed.
-func (s *Pebble) commit(b *pebble.Batch) (err error) {
+// commit commits b unless the store has failed, durably if opts says so.
+func (s *Pebble) commit(b *pebble.Batch, opts *pebble.WriteOptions) (err error) {
 	if err := s.err(); err != nil {
 		return err
 	}
 	defer s.guard(&err)
-	return b.Commit(pebble.Sync)
+	return b.Commit(opts)
 }
 
 // noRecycleCleaner deletes obsolete files like Pebble's default cleaner, and

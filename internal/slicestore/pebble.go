@@ -277,7 +277,7 @@ func (s *Pebble) Delete(_ context.Context, locs []Location) error {
 			return err
 		}
 	}
-	if err := s.commit(b); err != nil {
+	if err := s.commit(b, pebble.Sync); err != nil {
 		return err
 	}
 	s.compact.deleted(spans)
@@ -333,7 +333,8 @@ func endOfSession(sid [16]byte) []byte {
 // the next one fills, so the Put's pipeline does not stall on the disk.
 type pebbleWriter struct {
 	s       *Pebble
-	pending [][2][]byte // key, value; in key order
+	group   *pebbleGroup // nil unless the writer belongs to a Group
+	pending [][2][]byte  // key, value; in key order
 	size    int
 	table   *sstable.Writer
 	path    string
@@ -395,14 +396,10 @@ func (w *pebbleWriter) set(k, v []byte) error {
 }
 
 func (w *pebbleWriter) startTable() error {
-	w.path = filepath.Join(w.s.dir, "tmp", fmt.Sprintf("%d.sst", w.s.seq.Add(1)))
-	f, err := w.s.opts.FS.Create(w.path, vfs.WriteCategoryUnspecified)
-	if err != nil {
+	var err error
+	if w.table, w.path, err = w.s.createTable(); err != nil {
 		return err
 	}
-	wo := w.s.opts.MakeWriterOptions(6, w.s.db.TableFormat())
-	wo.Compression = block.NoCompression
-	w.table = sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo)
 	w.large = true
 	for _, kv := range w.pending {
 		if err := w.table.Set(kv[0], kv[1]); err != nil {
@@ -411,6 +408,18 @@ func (w *pebbleWriter) startTable() error {
 	}
 	w.pending, w.size = nil, 0
 	return nil
+}
+
+// createTable creates an sstable to be ingested into the bottom level.
+func (s *Pebble) createTable() (*sstable.Writer, string, error) {
+	path := filepath.Join(s.dir, "tmp", fmt.Sprintf("%d.sst", s.seq.Add(1)))
+	f, err := s.opts.FS.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, "", err
+	}
+	wo := s.opts.MakeWriterOptions(6, s.db.TableFormat())
+	wo.Compression = block.NoCompression
+	return sstable.NewWriter(objstorageprovider.NewFileWritable(f), wo), path, nil
 }
 
 // startIngest finishes (syncs) the current sstable and ingests it in the
@@ -460,7 +469,8 @@ func (w *pebbleWriter) finish(r ingested) error {
 	return nil
 }
 
-// Flush makes everything added durable.
+// Flush makes everything added durable; a Group's writer hands what it
+// holds to the group instead, if it has room.
 func (w *pebbleWriter) Flush(ctx context.Context) error {
 	if err := w.wait(); err != nil {
 		return err
@@ -468,6 +478,13 @@ func (w *pebbleWriter) Flush(ctx context.Context) error {
 	if w.table != nil {
 		w.startIngest(ctx)
 		return w.wait()
+	}
+	opts := pebble.Sync
+	if w.group != nil {
+		if w.group.take(w.pending, w.size) {
+			w.pending, w.size = nil, 0
+		}
+		opts = pebble.NoSync // Group.Sync syncs the log
 	}
 	if len(w.pending) > 0 {
 		b := w.s.db.NewBatch()
@@ -477,7 +494,7 @@ func (w *pebbleWriter) Flush(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := w.s.commit(b); err != nil {
+		if err := w.s.commit(b, opts); err != nil {
 			return err
 		}
 		w.pending, w.size = nil, 0

@@ -29,6 +29,9 @@ type Store interface {
 	// slice written in session sid: recovery uses them to find shards
 	// whose Put never committed.
 	Headers(ctx context.Context, sid [16]byte) iter.Seq2[Location, [64]byte]
+	// NewGroup starts collecting the slices of many Puts that are made
+	// durable together (kv.Batch).
+	NewGroup() Group
 	// Close releases the store.
 	Close() error
 }
@@ -41,10 +44,29 @@ type Writer interface {
 	// publishes a slice only once it is durable. Add must not retain
 	// shards after it returns: the caller reuses their memory.
 	Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (durable int, err error)
-	// Flush makes every slice added durable.
+	// Flush makes every slice added durable; a Group's Writer may instead
+	// hand them to its Group, which makes them durable at Sync.
 	Flush(ctx context.Context) error
 	// Abort drops what has not been made durable.
 	Abort()
 }
 
 var _ Store = (*Pebble)(nil)
+
+// GroupBlock is how many put numbers a Group's Puts reserve at a time: a
+// Group that writes its slices as one sorted table splits it at block
+// boundaries, so that its tables never overlap the slices of Puts outside
+// the group, whose put numbers lie in other blocks.
+const GroupBlock = 1024
+
+// Group collects the slices of the small Puts of one kv.Batch and makes
+// them durable together, so they share one write instead of one each.
+type Group interface {
+	// NewWriter starts a Writer for one Put of the group, whose put
+	// number must come from a block the group's Puts reserved (see
+	// GroupBlock). Its Flush hands the slices to the group.
+	NewWriter() Writer
+	// Sync makes every slice the group's Writers have flushed durable.
+	// After Sync the group takes no more slices.
+	Sync(ctx context.Context) error
+}

@@ -1,0 +1,224 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/sealkv/kv/internal/slicestore"
+)
+
+// ErrBatchDone: a Batch method called after Commit or Close.
+var ErrBatchDone = errors.New("sealkv: batch already committed or closed")
+
+// A Batch groups Puts that become visible and durable together. Each
+// Batch.Put streams and stores its ClearText like DB.Put, but its new
+// version is neither visible nor durable until Commit, which makes every
+// Put of the batch current in one atomic commit, with one sync of each
+// keyspace for all of them instead of two per Put. For many small objects
+// that is most of the cost of a Put.
+//
+// In the default slice keyspace, the shards of a Put whose ClearText fits
+// in its first 256 KiB block wait in memory (up to 32 MiB per batch;
+// beyond that they go to the write-ahead log unsynced) and are written at
+// Commit as sorted sstables straight into the bottom level, once, instead
+// of through the write-ahead log, a flush and a compaction. Larger Puts write their shards
+// as DB.Put does; only their new version waits for Commit. Such small Puts
+// take their put numbers from blocks of 1024 reserved for the batch, so a
+// DB (one session: 2^32 put numbers) can commit about two million batches
+// before it must be reopened.
+//
+// Until Commit the batch's Puts pin the slices they use, so a Delete keeps
+// them, and memory grows with the number of Puts (their records, besides
+// the shards). Slices two of them share are sealed twice and one
+// copy is dropped at Commit. Close discards an uncommitted batch;
+// DB.Close discards every open one.
+//
+// A Batch is safe for concurrent use.
+type Batch struct {
+	db    *DB
+	group slicestore.Group
+
+	nums       sync.Mutex
+	next, last uint64 // put numbers left in the block reserved last: [next, last)
+
+	mu   sync.Mutex
+	puts []*staged       // in the order their Puts returned
+	keys map[string]bool // keys put so far, for WithParent
+	done bool            // committed or closed
+}
+
+// NewBatch starts an empty Batch.
+func (db *DB) NewBatch() *Batch {
+	return &Batch{db: db, group: db.slices.NewGroup(), keys: map[string]bool{}}
+}
+
+// number returns a put number for a small Put of the batch, from a block
+// of slicestore.GroupBlock numbers reserved for the batch's Puts alone.
+func (b *Batch) number() uint64 {
+	b.nums.Lock()
+	defer b.nums.Unlock()
+	if b.next == b.last {
+		const n = slicestore.GroupBlock
+		for {
+			cur := b.db.puts.Load()
+			start := (cur/n + 1) * n
+			if b.db.puts.CompareAndSwap(cur, start+n-1) {
+				b.next, b.last = start, start+n
+				break
+			}
+		}
+	}
+	b.next++
+	return b.next - 1
+}
+
+// Put stores the ClearText read from r under key when the batch commits.
+// It returns once the ClearText is stored, and checks what DB.Put checks;
+// a parent given WithParent must exist or have been put earlier in the
+// batch. A Put that fails leaves nothing behind and does not affect the
+// batch's other Puts. Puts of one key become versions in the order their
+// Put calls returned.
+func (b *Batch) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (err error) {
+	db := b.db
+	done, err := db.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	defer catch(&err)
+	po, err := putOpts(key, opts)
+	if err != nil {
+		return err
+	}
+	if err := b.open(po.parent); err != nil {
+		return err
+	}
+	s, err := db.stage(ctx, key, r, po, b)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return errors.Join(ErrBatchDone, s.p.abort())
+	}
+	b.puts = append(b.puts, s)
+	b.keys[key] = true
+	return nil
+}
+
+// open checks that the batch is open and that parent, if any, exists or
+// was put in the batch, and registers the batch with its DB so that Close
+// can discard it. A call is in flight, so the DB is not closing.
+func (b *Batch) open(parent string) error {
+	b.mu.Lock()
+	done, inBatch := b.done, b.keys[parent]
+	b.mu.Unlock()
+	if done {
+		return ErrBatchDone
+	}
+	if parent != "" && !inBatch {
+		if _, err := getData(b.db.meta, parent); err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+	}
+	b.db.callsMu.Lock()
+	b.db.batches[b] = true
+	b.db.callsMu.Unlock()
+	return nil
+}
+
+// Commit makes every Put of the batch the current version of its key,
+// atomically and durably: when Commit returns nil, all of them are; when
+// it returns an error, none is, and what they stored is removed. A parent
+// deleted since the Put that named it fails the whole commit
+// (ErrNotFound). Commit ends the batch either way.
+func (b *Batch) Commit(ctx context.Context) (err error) {
+	db := b.db
+	done, err := db.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	defer catch(&err)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return ErrBatchDone
+	}
+	if err := b.commit(ctx); err != nil {
+		return errors.Join(err, b.discardLocked())
+	}
+	b.end()
+	return nil
+}
+
+// commit syncs the slice keyspace, then writes the batch's records: meta
+// must never reference shards that are not durable.
+func (b *Batch) commit(ctx context.Context) error {
+	if len(b.puts) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.group.Sync(ctx); err != nil {
+		return fmt.Errorf("sealkv: syncing slices: %w", err)
+	}
+	_, err := b.db.commitPuts(b.puts)
+	return err
+}
+
+// Close discards the batch's Puts unless it was committed. It is safe to
+// call more than once, and after Commit.
+func (b *Batch) Close() error {
+	done, err := b.db.enter()
+	if errors.Is(err, ErrClosed) {
+		return nil // DB.Close discarded the batch
+	}
+	if err != nil {
+		return err
+	}
+	defer done()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return nil
+	}
+	return b.discardLocked()
+}
+
+// discardLocked undoes every Put of the batch and ends it. b.mu is held.
+func (b *Batch) discardLocked() error {
+	var err error
+	for _, s := range b.puts {
+		err = errors.Join(err, s.p.abort())
+	}
+	b.end()
+	return err
+}
+
+// end marks the batch done and forgets it. b.mu is held.
+func (b *Batch) end() {
+	b.done, b.puts, b.keys = true, nil, nil
+	b.db.callsMu.Lock()
+	delete(b.db.batches, b)
+	b.db.callsMu.Unlock()
+}
+
+// discardBatches discards every open batch; Close calls it once no call
+// is in flight.
+func (db *DB) discardBatches() error {
+	var err error
+	for b := range db.batches {
+		b.mu.Lock()
+		if !b.done {
+			err = errors.Join(err, b.discardLocked())
+		}
+		b.mu.Unlock()
+	}
+	return err
+}

@@ -1,0 +1,221 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// TestBatch puts many keys concurrently in one Batch, some sharing slices,
+// one twice, one the parent of others: nothing is visible before Commit,
+// everything after it, and the stats and invariants hold.
+func TestBatch(t *testing.T) {
+	dir := t.TempDir()
+	keys := newKeys(t)
+	db := openDB(t, dir, smallOpts(keys))
+	mustPut(t, db, "old", randBytes(20<<10))
+	before := db.Stats()
+	shared := randBytes(64 << 10)
+	contents := map[string][]byte{}
+	for i := range 40 {
+		c := randBytes(i * 700) // 0 to 27 KiB: empty, one slice, several
+		if i%4 == 0 {
+			c = append(bytes.Clone(shared), c...)
+		}
+		contents[fmt.Sprintf("dir/f%02d", i)] = c
+	}
+	b := db.NewBatch()
+	if err := b.Put(ctx, "dir", bytes.NewReader([]byte("listing"))); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for k, c := range contents {
+		wg.Go(func() {
+			if err := b.Put(ctx, k, bytes.NewReader(c), WithParent("dir")); err != nil {
+				t.Errorf("Put %q: %v", k, err)
+			}
+		})
+	}
+	wg.Wait()
+	v2 := randBytes(10 << 10)
+	if err := b.Put(ctx, "dir/f01", bytes.NewReader(v2), WithParent("dir")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Stat(ctx, "dir/f03"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("visible before Commit: %v", err)
+	}
+	if s := db.Stats(); s != before {
+		t.Fatalf("stats changed before Commit: %+v, was %+v", s, before)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range contents {
+		if k == "dir/f01" {
+			d, err := db.Stat(ctx, k)
+			if err != nil || len(d.Versions) != 1 {
+				t.Fatalf("%q: want 2 versions: %+v, %v", k, d, err)
+			}
+			c = v2
+		}
+		if got := get(t, db, k); !bytes.Equal(got, c) {
+			t.Fatalf("%q: read %d bytes, put %d", k, len(got), len(c))
+		}
+	}
+	n := 0
+	for _, err := range db.Children(ctx, "dir") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != len(contents) {
+		t.Fatalf("dir has %d children, want %d", n, len(contents))
+	}
+	if s := db.Stats(); s.Data != before.Data+1+int64(len(contents)) || s.Versions != before.Versions+2+int64(len(contents)) {
+		t.Fatalf("stats after Commit: %+v, before %+v", s, before)
+	}
+	checkInvariants(t, db)
+	if err := b.Put(ctx, "late", bytes.NewReader(nil)); !errors.Is(err, ErrBatchDone) {
+		t.Fatalf("Put after Commit: %v", err)
+	}
+	if err := b.Commit(ctx); !errors.Is(err, ErrBatchDone) {
+		t.Fatalf("second Commit: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close after Commit: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, dir, smallOpts(keys))
+	checkInvariants(t, db)
+	if got := get(t, db, "dir/f04"); !bytes.Equal(got, contents["dir/f04"]) {
+		t.Fatal("dir/f04 differs after reopening")
+	}
+}
+
+// TestBatchDiscard checks that a batch closed, left open at DB.Close, or
+// whose Commit fails leaves nothing behind, not even shards.
+func TestBatchDiscard(t *testing.T) {
+	dir := t.TempDir()
+	keys := newKeys(t)
+	db := openDB(t, dir, smallOpts(keys))
+	kept := randBytes(40 << 10)
+	mustPut(t, db, "kept", kept)
+	mustPut(t, db, "parent", []byte("p"))
+	before := db.Stats()
+	fill := func(b *Batch) {
+		t.Helper()
+		for i := range 5 {
+			c := randBytes(30 << 10)
+			if i == 0 {
+				c = append(bytes.Clone(kept), c...) // shares kept's slices
+			}
+			if err := b.Put(ctx, fmt.Sprintf("x%d", i), bytes.NewReader(c), WithParent("parent")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	unchanged := func(what string) {
+		t.Helper()
+		if _, err := db.Stat(ctx, "x0"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: x0 exists: %v", what, err)
+		}
+		if s := db.Stats(); s != before {
+			t.Fatalf("%s: stats %+v, was %+v", what, s, before)
+		}
+		checkInvariants(t, db) // also: no shard without a record
+	}
+
+	b := db.NewBatch()
+	fill(b)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	unchanged("Close")
+	if err := b.Put(ctx, "y", bytes.NewReader(nil)); !errors.Is(err, ErrBatchDone) {
+		t.Fatalf("Put after Close: %v", err)
+	}
+
+	// A failing Put leaves the batch's other Puts alone.
+	b = db.NewBatch()
+	errBoom := errors.New("boom")
+	if err := b.Put(ctx, "y", &failingReader{r: bytes.NewReader(randBytes(50 << 10)), n: 20 << 10, err: errBoom}); !errors.Is(err, errBoom) {
+		t.Fatalf("failing Put: %v", err)
+	}
+	if err := b.Put(ctx, "y", bytes.NewReader(nil), WithParent("missing")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Put with a missing parent: %v", err)
+	}
+	fill(b)
+	// The parent goes before Commit: the whole batch fails.
+	if _, err := db.Delete(ctx, "parent"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Commit without parent: %v", err)
+	}
+	mustPut(t, db, "parent", []byte("p"))
+	before = db.Stats()
+	unchanged("failed Commit")
+
+	b = db.NewBatch()
+	fill(b)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Batch.Close after DB.Close: %v", err)
+	}
+	if err := b.Put(ctx, "y", bytes.NewReader(nil)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Put after DB.Close: %v", err)
+	}
+	db = openDB(t, dir, smallOpts(keys))
+	unchanged("DB.Close")
+	if got := get(t, db, "kept"); !bytes.Equal(got, kept) {
+		t.Fatal("kept differs")
+	}
+}
+
+// TestBatchSpill puts more small ClearTexts in one Batch than its group
+// holds in memory (32 MiB of shards), so the rest go through the
+// write-ahead log, and a large one that writes its own shards: all of them
+// are there after Commit and after reopening.
+func TestBatchSpill(t *testing.T) {
+	dir := t.TempDir()
+	keys := newKeys(t)
+	db := openDB(t, dir, smallOpts(keys))
+	contents := map[string][]byte{"large": randBytes(3 << 20)}
+	for i := range 140 {
+		contents[fmt.Sprintf("small%03d", i)] = randBytes(250 << 10)
+	}
+	b := db.NewBatch()
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for k, c := range contents {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := b.Put(ctx, k, bytes.NewReader(c)); err != nil {
+				t.Errorf("Put %q: %v", k, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, dir, smallOpts(keys))
+	checkInvariants(t, db)
+	for k, c := range contents {
+		if got := get(t, db, k); !bytes.Equal(got, c) {
+			t.Fatalf("%q differs after reopening", k)
+		}
+	}
+}
