@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -429,13 +430,17 @@ func BenchmarkPutSmall(b *testing.B) {
 	}
 	// Each Put gets unique content: the first 8 bytes are a counter.
 	var ctr atomic.Uint64
-	put := func(db *DB) error {
+	next := func() (string, io.Reader) {
 		n := ctr.Add(1)
 		o := bytes.Clone(objs[n%pool])
 		for i := range 8 {
 			o[i] = byte(n >> (8 * i))
 		}
-		_, err := db.Put(context.Background(), fmt.Sprintf("small/%d", n), bytes.NewReader(o))
+		return fmt.Sprintf("small/%d", n), bytes.NewReader(o)
+	}
+	put := func(db *DB) error {
+		k, r := next()
+		_, err := db.Put(context.Background(), k, r)
 		return err
 	}
 	b.Run("4KiB/serial", func(b *testing.B) {
@@ -473,5 +478,39 @@ func BenchmarkPutSmall(b *testing.B) {
 		})
 		b.ReportMetric(float64(objects.Load())/b.Elapsed().Seconds(), "objects/s")
 		wa.report(b, int(objects.Load()))
+	})
+	// One op is a Batch of 1000 Puts from 8 goroutines and its Commit.
+	b.Run("4KiB/batch1000", func(b *testing.B) {
+		const n = 1000
+		db := benchOpen(b, nil)
+		wa := benchStartWA(db)
+		b.SetBytes(size * n)
+		objects := 0
+		for b.Loop() {
+			bt := db.NewBatch()
+			work := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for range work {
+						k, r := next()
+						if err := bt.Put(context.Background(), k, r); err != nil {
+							b.Error(err)
+						}
+					}
+				})
+			}
+			for range n {
+				work <- struct{}{}
+			}
+			close(work)
+			wg.Wait()
+			if err := bt.Commit(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			objects += n
+		}
+		b.ReportMetric(float64(objects)/b.Elapsed().Seconds(), "objects/s")
+		wa.report(b, objects)
 	})
 }

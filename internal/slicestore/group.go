@@ -30,7 +30,7 @@ const groupLimit = 32 << 20
 type pebbleGroup struct {
 	s       *Pebble
 	mu      sync.Mutex
-	pending [][2][]byte // key, value; in no order
+	pending [][][2][]byte // each writer's keys and values, in no order
 	size    int
 	logged  bool // a writer committed to the log unsynced
 	synced  bool
@@ -51,7 +51,7 @@ func (g *pebbleGroup) take(kvs [][2][]byte, size int) bool {
 		g.logged = true
 		return false
 	}
-	g.pending = append(g.pending, kvs...)
+	g.pending = append(g.pending, kvs)
 	g.size += size
 	return true
 }
@@ -60,7 +60,11 @@ func (g *pebbleGroup) take(kvs [][2][]byte, size int) bool {
 // them in one atomic step; then it syncs the log if a writer used it.
 func (g *pebbleGroup) Sync(ctx context.Context) error {
 	g.mu.Lock()
-	pending, logged := g.pending, g.logged
+	pending := make([][2][]byte, 0, g.size/512)
+	for _, kvs := range g.pending {
+		pending = append(pending, kvs...)
+	}
+	logged := g.logged
 	g.pending, g.size, g.synced = nil, 0, true
 	g.mu.Unlock()
 	if logged {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"iter"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -359,6 +360,9 @@ func (s *Pebble) NewWriter() Writer { return &pebbleWriter{s: s} }
 // increase from call to call. It returns how many of the slices added so
 // far are durable (they are durable in the order they were added).
 func (w *pebbleWriter) Add(ctx context.Context, l Location, id *[64]byte, shards [][]byte) (int, error) {
+	if w.table == nil {
+		w.pending = slices.Grow(w.pending, len(shards)+1)
+	}
 	for i, sh := range shards {
 		if err := w.set(l.Key(i), sh); err != nil {
 			return w.durable, err
