@@ -46,7 +46,7 @@ type Batch struct {
 
 	mu   sync.Mutex
 	puts []*staged       // in the order their Puts returned
-	keys map[string]bool // keys put so far, for WithParent
+	keys map[string]bool // keys put so far and parents found, for WithParent
 	done bool            // committed or closed
 }
 
@@ -124,6 +124,11 @@ func (b *Batch) open(parent string) error {
 		if _, err := getData(b.db.meta, parent); err != nil {
 			return fmt.Errorf("parent: %w", err)
 		}
+		b.mu.Lock()
+		if !b.done {
+			b.keys[parent] = true // Commit checks again
+		}
+		b.mu.Unlock()
 	}
 	b.db.callsMu.Lock()
 	b.db.batches[b] = true

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -160,6 +161,15 @@ func TestBatchDiscard(t *testing.T) {
 	mustPut(t, db, "parent", []byte("p"))
 	before = db.Stats()
 	unchanged("failed Commit")
+
+	b = db.NewBatch()
+	fill(b)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := b.Commit(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Commit with a cancelled context: %v", err)
+	}
+	unchanged("cancelled Commit")
 
 	b = db.NewBatch()
 	fill(b)

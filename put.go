@@ -173,8 +173,6 @@ func (p *put) number(small bool) {
 
 // run streams r through reader, cutter, workers and the ordered writer.
 func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	sem := make(chan struct{}, maxBlocks)
 	first, err := p.fill(ctx, r, sem, 0, firstBlock, 0)
 	if err != nil || first == nil {
@@ -184,6 +182,11 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	if first.eof {
 		return p.runInline(ctx, first)
 	}
+	// Only the pipeline needs to cancel its own stages. (Deriving a
+	// context costs a Put the parent context's lock, which concurrent
+	// small Puts sharing one context contend for.)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	n := p.db.opts.Concurrency
 	work := make(chan *job, 2*n)
 	order := make(chan *job, 4*n)
