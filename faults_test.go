@@ -176,8 +176,10 @@ func runFaultCase(t *testing.T, keys *Keys, c faultCase, seed uint64) int {
 	}
 	for i := 0; i < 150; i++ {
 		key := fmt.Sprintf("k%d", rng.IntN(6))
-		switch op := rng.IntN(10); {
-		case op < 5:
+		switch op := rng.IntN(12); {
+		case op < 2:
+			faultBatch(t, db, model, known, pool, rng, check)
+		case op < 7:
 			b := mixContent(pool, rng)
 			if rng.IntN(7) == 0 {
 				// New content (not deduplicated): the sstable-ingest path.
@@ -195,7 +197,7 @@ func runFaultCase(t *testing.T, keys *Keys, c faultCase, seed uint64) int {
 					model[key] = append(vs, ackVersion{d.Content.Version, d.Content.ContentID})
 				}
 			}
-		case op < 7:
+		case op < 9:
 			err := survive(t, func() error {
 				r, err := db.Get(ctx, key)
 				if errors.Is(err, ErrNotFound) {
@@ -215,7 +217,7 @@ func runFaultCase(t *testing.T, keys *Keys, c faultCase, seed uint64) int {
 				return nil
 			})
 			check("Get", err)
-		case op < 9:
+		case op < 11:
 			keep := rng.IntN(2)
 			d, err := db.Stat(ctx, key)
 			if errors.Is(err, ErrNotFound) {
@@ -283,6 +285,42 @@ func runFaultCase(t *testing.T, keys *Keys, c faultCase, seed uint64) int {
 	n := int(in.injected.Load())
 	t.Logf("seed %d: %d injected, %d calls failed (%d wrapping ErrInjected, %d ErrCorrupt)", seed, n, errs, wrapped, corrupt)
 	return n
+}
+
+// faultBatch commits a Batch of Puts of two or three keys; a Put or Commit
+// that fails must wrap errorfs.ErrInjected. After a Commit it adds each
+// key's new version to the model.
+func faultBatch(t *testing.T, db *DB, model map[string][]ackVersion, known map[ContentID]bool, pool [][]byte, rng *rand.Rand, check func(string, error)) {
+	b := db.NewBatch()
+	defer b.Close()
+	put := map[string]ContentID{}
+	for range 2 + rng.IntN(2) {
+		key := fmt.Sprintf("k%d", rng.IntN(6))
+		c := mixContent(pool, rng)
+		cid := contentID(db, c)
+		known[cid] = true
+		err := survive(t, func() error { return b.Put(ctx, key, bytes.NewReader(c)) })
+		if check("Batch.Put", err); err == nil {
+			put[key] = cid
+		}
+	}
+	err := survive(t, func() error { return b.Commit(ctx) })
+	if check("Batch.Commit", err); err != nil {
+		return
+	}
+	for key, cid := range put {
+		d, err := db.Stat(ctx, key)
+		if check("Stat", err); err != nil {
+			continue
+		}
+		vs := model[key]
+		if d.Content.ContentID != cid {
+			t.Fatalf("%q after Commit has content %x, put %x", key, d.Content.ContentID, cid)
+		}
+		if n := len(vs); n == 0 || vs[n-1].version != d.Content.Version {
+			model[key] = append(vs, ackVersion{d.Content.Version, cid})
+		}
+	}
 }
 
 // survive runs f; a panic escaping it is returned as an error if it is

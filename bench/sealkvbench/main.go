@@ -279,10 +279,9 @@ func tree(args []string) error {
 				}
 				var n int64
 				if f.g != nil {
-					err = f.g.b.Put(ctx, f.key, fh, kv.WithParent(f.parent))
-					if st, serr := fh.Stat(); err == nil && serr == nil {
-						n = st.Size()
-					}
+					cr := &counter{r: fh}
+					err = f.g.b.Put(ctx, f.key, cr, kv.WithParent(f.parent))
+					n = cr.n
 				} else {
 					var d *kv.Data
 					if d, err = db.Put(ctx, f.key, fh, kv.WithParent(f.parent)); err == nil {
@@ -385,6 +384,18 @@ func tree(args []string) error {
 	report(map[string]any{"op": "tree", "key": rootKey, "files": n, "dirs": ndirs.Load(), "bytes": nbytes.Load(),
 		"seconds": el.Seconds(), "files_s": float64(n) / el.Seconds(), "mb_s": float64(nbytes.Load()) / el.Seconds() / 1e6})
 	return nil
+}
+
+// counter counts the bytes read through it.
+type counter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // group is one kv.Batch of tree's files. It is committed when the walker
