@@ -27,7 +27,7 @@ var ErrBatchDone = errors.New("sealkv: batch already committed or closed")
 // of through the write-ahead log, a flush and a compaction. Larger Puts write their shards
 // as DB.Put does; only their new version waits for Commit. Such small Puts
 // take their put numbers from blocks of 1024 reserved for the batch, so a
-// DB (one session: 2^32 put numbers) can commit about two million batches
+// DB (one session: 2^32 put numbers) can commit at least two million batches
 // before it must be reopened.
 //
 // Until Commit the batch's Puts pin the slices they use, so a Delete keeps
@@ -124,11 +124,14 @@ func (b *Batch) open(parent string) error {
 		if _, err := getData(b.db.meta, parent); err != nil {
 			return fmt.Errorf("parent: %w", err)
 		}
-		b.mu.Lock()
-		if !b.done {
-			b.keys[parent] = true // Commit checks again
-		}
-		b.mu.Unlock()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return ErrBatchDone
+	}
+	if parent != "" {
+		b.keys[parent] = true // Commit checks again
 	}
 	b.db.callsMu.Lock()
 	b.db.batches[b] = true
@@ -138,7 +141,8 @@ func (b *Batch) open(parent string) error {
 
 // Commit makes every Put of the batch the current version of its key,
 // atomically and durably: when Commit returns nil, all of them are; when
-// it returns an error, none is, and what they stored is removed. A parent
+// it returns an error, none is, and what they stored is removed, except
+// after ErrFailed, which leaves it unknown (as for DB.Put). A parent
 // deleted since the Put that named it fails the whole commit
 // (ErrNotFound). Commit ends the batch either way.
 func (b *Batch) Commit(ctx context.Context) (err error) {
@@ -196,14 +200,20 @@ func (b *Batch) Close() error {
 	return b.discardLocked()
 }
 
-// discardLocked undoes every Put of the batch and ends it. b.mu is held.
+// discardLocked undoes every Put of the batch not committed and ends it.
+// b.mu is held.
 func (b *Batch) discardLocked() error {
-	var err error
+	var ps []*put
 	for _, s := range b.puts {
-		err = errors.Join(err, s.p.abort())
+		if !s.committed {
+			ps = append(ps, s.p)
+		}
 	}
 	b.end()
-	return err
+	if len(ps) == 0 {
+		return nil
+	}
+	return abortPuts(b.db, ps)
 }
 
 // end marks the batch done and forgets it. b.mu is held.

@@ -175,13 +175,17 @@ type staged struct {
 	p  *put
 	c  *content
 	po putOptions
+	// committed is set once the Put's records are committed: from then
+	// on nothing may undo it, even if an error follows.
+	committed bool
 }
 
 // commitPuts makes each staged Put the new current version of its key, in
 // order, atomically (one batch) and durably; the shards of every Put must
 // already be durable. Content equal to the current version adds no version;
 // the Put's manifest is then released like a deleted one. It returns each
-// Put's Data as of its own version.
+// Put's Data as of its own version. On error the caller undoes the Puts
+// unless they are marked committed (the sync after the commit failed).
 func (db *DB) commitPuts(ps []*staged) ([]*Data, error) {
 	ds, synced, err := func() ([]*Data, bool, error) {
 		db.mu.Lock()
@@ -198,12 +202,19 @@ func (db *DB) commitPuts(ps []*staged) ([]*Data, error) {
 			ds[i] = toData(s.p.key, d)
 		}
 		synced, err := db.commitRelease(rel)
-		if err != nil {
+		if !rel.committed {
 			return nil, false, err
 		}
 		for _, s := range ps {
+			s.committed = true
 			s.p.published(s.p.added)
 			s.p.chunkWritten()
+		}
+		if err != nil {
+			// Committed, but the shards of a slice two Puts sealed were not
+			// all removed: the intent committed with the records lets the
+			// next Open finish that.
+			db.opts.Logger.Warn("sealkv: removing duplicate shards failed; the next Open retries", "error", err)
 		}
 		return ds, synced, nil
 	}()

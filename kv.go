@@ -244,7 +244,8 @@ type pin struct {
 	keys map[string]int
 	// published is set when a Put publishes a record of the slice while
 	// pinned. Until then a Put that found no record when it pinned the
-	// slice knows there is still none, and publishes without looking.
+	// slice, and has held its pin since, knows there is still none and
+	// publishes without looking.
 	published bool
 }
 

@@ -54,8 +54,11 @@ func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOptio
 		return nil, err
 	}
 	ds, err := db.commitPuts([]*staged{s})
+	if err != nil && !s.committed {
+		err = errors.Join(err, s.p.abort())
+	}
 	if err != nil {
-		return nil, errors.Join(err, s.p.abort())
+		return nil, err
 	}
 	return ds[0], nil
 }
@@ -688,9 +691,11 @@ func (p *put) publish(durable int) error {
 func (p *put) publishLocked(rel *release, durable int) error {
 	db := p.db
 	for _, j := range p.pending[:durable-p.publ] {
-		pn := db.pins[j.id] // this Put's pin, at least
+		// Look unless this Put has held its pin since it found no record
+		// (a full manifest chunk releases pins before its slices publish).
+		pn := db.pins[j.id]
 		var old *record.Slice
-		if j.bad || pn == nil || pn.published {
+		if j.bad || pn == nil || pn.published || p.pins[j.id] == 0 {
 			var err error
 			if old, err = sliceRecord(rel.b, &j.id); err != nil {
 				return err
@@ -725,37 +730,43 @@ func (p *put) published(durable int) {
 }
 
 // abort undoes whatever an unsuccessful Put wrote.
-func (p *put) abort() error {
-	if p.w != nil {
-		p.w.Abort()
-	}
-	db := p.db
+func (p *put) abort() error { return abortPuts(p.db, []*put{p}) }
+
+// abortPuts undoes whatever unsuccessful Puts wrote, with one removal of
+// their shards and one release for all of them (a discarded Batch).
+func abortPuts(db *DB, ps []*put) error {
 	var locs []slicestore.Location
-	for _, j := range p.pending {
-		locs = append(locs, slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr})
+	for _, p := range ps {
+		if p.w != nil {
+			p.w.Abort()
+		}
+		for _, j := range p.pending {
+			locs = append(locs, slicestore.Location{Session: j.rec.Session, Ctr: j.rec.Ctr})
+		}
 	}
 	err := db.slices.Delete(context.Background(), locs)
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	for id, n := range p.pins {
-		for range n {
-			db.unpinLocked(id, p.key)
-		}
-	}
-	p.pins = nil
 	rel := db.newRelease()
 	defer rel.close()
-	if p.wrote {
-		if merr := rel.manifest(p.manifest); merr != nil {
-			err = errors.Join(err, merr)
-			db.needsRecovery.Store(true)
-			return err
+	var merr error
+	for _, p := range ps {
+		for id, n := range p.pins {
+			for range n {
+				db.unpinLocked(id, p.key)
+			}
+		}
+		p.pins = nil
+		if p.wrote {
+			merr = errors.Join(merr, rel.manifest(p.manifest))
+		}
+		for i := range p.chunk {
+			rel.candidate(SliceID(p.chunk[i].ID))
 		}
 	}
-	for i := range p.chunk {
-		rel.candidate(SliceID(p.chunk[i].ID))
-	}
-	if _, ferr := db.finishLocked(rel); ferr != nil {
+	if merr != nil {
+		err = errors.Join(err, merr)
+	} else if _, ferr := db.finishLocked(rel); ferr != nil {
 		err = errors.Join(err, ferr)
 	}
 	if err != nil {
