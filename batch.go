@@ -121,8 +121,8 @@ func (b *Batch) open(parent string) error {
 		return ErrBatchDone
 	}
 	if parent != "" && !inBatch {
-		if _, err := getData(b.db.meta, parent); err != nil {
-			return fmt.Errorf("parent: %w", err)
+		if err := checkParent(b.db.meta, parent); err != nil {
+			return err
 		}
 	}
 	b.mu.Lock()

@@ -76,6 +76,14 @@ func checkKey(key string) error {
 	return nil
 }
 
+// checkParent checks that the Data a Put names as its parent exists in r.
+func checkParent(r pebble.Reader, parent string) error {
+	if _, err := getData(r, parent); err != nil {
+		return fmt.Errorf("parent: %w", err)
+	}
+	return nil
+}
+
 // getData reads the Data record of key; ErrNotFound if there is none.
 func getData(r pebble.Reader, key string) (*record.Data, error) {
 	v, closer, err := r.Get(record.DataKey(key))
@@ -232,8 +240,8 @@ func (db *DB) commitPuts(ps []*staged) ([]*Data, error) {
 func (db *DB) putInto(rel *release, s *staged, parents map[string]bool) (*record.Data, error) {
 	p, c, po := s.p, s.c, s.po
 	if po.parent != "" && !parents[po.parent] {
-		if _, err := getData(rel.b, po.parent); err != nil {
-			return nil, fmt.Errorf("parent: %w", err)
+		if err := checkParent(rel.b, po.parent); err != nil {
+			return nil, err
 		}
 		parents[po.parent] = true
 	}

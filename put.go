@@ -45,8 +45,8 @@ func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOptio
 		return nil, err
 	}
 	if po.parent != "" {
-		if _, err := getData(db.meta, po.parent); err != nil {
-			return nil, fmt.Errorf("parent: %w", err)
+		if err := checkParent(db.meta, po.parent); err != nil {
+			return nil, err
 		}
 	}
 	s, err := db.stage(ctx, key, r, po, nil)
@@ -693,9 +693,9 @@ func (p *put) publishLocked(rel *release, durable int) error {
 	for _, j := range p.pending[:durable-p.publ] {
 		// Look unless this Put has held its pin since it found no record
 		// (a full manifest chunk releases pins before its slices publish).
-		pn := db.pins[j.id]
+		pn := db.pins[j.id] // not nil while this Put holds a pin
 		var old *record.Slice
-		if j.bad || pn == nil || pn.published || p.pins[j.id] == 0 {
+		if j.bad || p.pins[j.id] == 0 || pn.published {
 			var err error
 			if old, err = sliceRecord(rel.b, &j.id); err != nil {
 				return err
