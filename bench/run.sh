@@ -26,6 +26,8 @@
 #   BATCH=1000       files per kv.Batch in the "sealkv-batch" rows of the
 #                    tree modes (durable when its batch commits)
 #   VERSIONS="v0.45.0 ... v0.52.0"   x/tools releases for versioned mode
+#   SOURCE_SLICES=2048/8192/65536   slice sizes of the versioned mode's
+#                    "sealkv-batch-1+0" rows (store option Min/Avg/MaxSliceSize)
 #   FILES=100000 FILE_SIZE=4096      small-files mode
 #   KEEP=0           keep stores/repos after the run
 #
@@ -43,6 +45,7 @@ DROP_CACHES=${DROP_CACHES:-1}
 SEALKV_COMPRESSION=${SEALKV_COMPRESSION:-zstd}
 JOBS=${JOBS:-64}
 BATCH=${BATCH:-1000}
+SOURCE_SLICES=${SOURCE_SLICES:-2048/8192/65536}
 VERSIONS=${VERSIONS:-"v0.45.0 v0.46.0 v0.47.0 v0.48.0 v0.49.0 v0.50.0 v0.51.0 v0.52.0"}
 FILES=${FILES:-100000}
 FILE_SIZE=${FILE_SIZE:-4096}
@@ -233,6 +236,20 @@ EOF
 }
 
 # ------------------------------------------------------------ versioned mode
+# versioned_sealkv TOOL RUN [FLAGS...]: puts every release into a fresh
+# store with sealkvbench tree FLAGS, each release timed, then the store's size.
+versioned_sealkv() {
+	local tool=$1 run=$2 st=$WORK/sealkv-store i=0
+	shift 2
+	note "run $run/$RUNS: $tool"
+	fresh_sealkv "$st"
+	for d in "${dirs[@]}"; do
+		i=$((i + 1))
+		timed "$tool" "release-$i" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -compression none -j "$JOBS" "$@" "release-$i" "$d"
+	done
+	stored "$tool" all "$run" "$st"
+}
+
 mode_versioned() {
 	local dirs=() logical=0 nfiles=0
 	for v in $VERSIONS; do
@@ -246,24 +263,10 @@ mode_versioned() {
 	note "${#dirs[@]} releases, $nfiles files, $logical bytes"
 	: >"$RES"
 	for run in $(seq "$RUNS"); do
-		local st=$WORK/sealkv-store repo i
-		note "run $run/$RUNS: sealkv"
-		fresh_sealkv "$st"
-		i=0
-		for d in "${dirs[@]}"; do
-			i=$((i + 1))
-			timed sealkv "release-$i" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -compression none -j "$JOBS" "release-$i" "$d"
-		done
-		stored sealkv all "$run" "$st"
-
-		note "run $run/$RUNS: sealkv, batches of $BATCH"
-		fresh_sealkv "$st"
-		i=0
-		for d in "${dirs[@]}"; do
-			i=$((i + 1))
-			timed sealkv-batch "release-$i" "$run" sync -- "$BIN" tree -store "$st" -keys "$WORK/sealkv.keys" -compression none -j "$JOBS" -batch "$BATCH" "release-$i" "$d"
-		done
-		stored sealkv-batch all "$run" "$st"
+		local repo i
+		versioned_sealkv sealkv "$run"
+		versioned_sealkv sealkv-batch "$run" -batch "$BATCH"
+		versioned_sealkv sealkv-batch-1+0 "$run" -batch "$BATCH" -shards 1+0 -slices "$SOURCE_SLICES"
 
 		note "run $run/$RUNS: restic"
 		repo=$WORK/restic-repo
@@ -286,7 +289,7 @@ mode_versioned() {
 		stored borg all "$run" "$repo"
 	done
 	header
-	echo "Versioned dataset: golang.org/x/tools $(echo $VERSIONS | sed 's/ /, /g') ($nfiles files, $logical bytes in all), stored one release after the other, compression off everywhere (sealkv CompressionNone, tree put -j $JOBS, 8+2 shards, each Put durable; sealkv-batch: kv.Batches of $BATCH files; restic repo v2 --compression off; borg --compression none). Ingest time = sum over the releases (each through a final sync); medians of $RUNS runs."
+	echo "Versioned dataset: golang.org/x/tools $(echo $VERSIONS | sed 's/ /, /g') ($nfiles files, $logical bytes in all), stored one release after the other, compression off everywhere (sealkv CompressionNone, tree put -j $JOBS, 8+2 shards, each Put durable; sealkv-batch: kv.Batches of $BATCH files; sealkv-batch-1+0: the same with one shard and no parity, i.e. no redundancy like restic and borg, and slices of $SOURCE_SLICES bytes (min/avg/max) sized for source files; restic repo v2 --compression off; borg --compression none). Ingest time = sum over the releases (each through a final sync); medians of $RUNS runs."
 	echo
 	python3 - "$RES" "$logical" "$nfiles" <<'EOF'
 import sys, statistics as S
@@ -300,7 +303,7 @@ for line in open(res):
     tot[(tool, run)] += float(a)
     if op == "release-1": first.setdefault(tool, []).append(float(a))
     rss.setdefault(tool, []).append(int(b))
-tools = ["sealkv", "sealkv-batch", "restic", "borg"]
+tools = ["sealkv", "sealkv-batch", "sealkv-batch-1+0", "restic", "borg"]
 sec = {tl: S.median([v for (t, r), v in tot.items() if t == tl]) for tl in tools if any(t == tl for t, _ in tot)}
 print("| tool | ingest s (all releases) | MB/s | files/s | first release s | peak RSS MiB (max) | stored bytes (du -sb) | allocated bytes (du -s) | stored / logical | time vs restic | stored vs restic |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

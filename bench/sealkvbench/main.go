@@ -3,17 +3,19 @@
 // /usr/bin/time as one process, like restic and borg are.
 //
 //	sealkvbench keygen KEYFILE
-//	sealkvbench put   -store DIR -keys KEYFILE [-compression zstd|none] KEY FILE
+//	sealkvbench put   -store DIR -keys KEYFILE [STORE FLAGS] KEY FILE
 //	sealkvbench get   -store DIR -keys KEYFILE KEY OUTFILE
-//	sealkvbench tree  -store DIR -keys KEYFILE [-compression zstd|none] [-j N] ROOTKEY DIR
+//	sealkvbench tree  -store DIR -keys KEYFILE [STORE FLAGS] [-j N] [-batch N] ROOTKEY DIR
 //	sealkvbench stats -store DIR -keys KEYFILE
 //	sealkvbench genfiles DIR COUNT SIZE
 //
 // tree stores a directory as one Data per file and per directory, each entry
 // a child (kv.WithParent) of its directory's Data, keyed
 // "<directory key>/<name>"; a directory's content is its sorted listing
-// (the layout of "sealkv put DIR"). Every command prints one JSON line on
-// stdout with what it did.
+// (the layout of "sealkv put DIR"). STORE FLAGS are [-compression zstd|none]
+// [-shards K+M] [-slices MIN/AVG/MAX]; the last two only matter when the
+// store is created. Every command prints one JSON line on stdout with what
+// it did.
 package main
 
 import (
@@ -103,11 +105,12 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   sealkvbench keygen KEYFILE
-  sealkvbench put   -store DIR -keys KEYFILE [-compression zstd|none] KEY FILE
+  sealkvbench put   -store DIR -keys KEYFILE [STORE FLAGS] KEY FILE
   sealkvbench get   -store DIR -keys KEYFILE KEY OUTFILE
-  sealkvbench tree  -store DIR -keys KEYFILE [-compression zstd|none] [-j N] [-batch N] ROOTKEY DIR
+  sealkvbench tree  -store DIR -keys KEYFILE [STORE FLAGS] [-j N] [-batch N] ROOTKEY DIR
   sealkvbench stats -store DIR -keys KEYFILE
-  sealkvbench genfiles DIR COUNT SIZE    (COUNT random files, 1000 per subdirectory)`)
+  sealkvbench genfiles DIR COUNT SIZE    (COUNT random files, 1000 per subdirectory)
+STORE FLAGS: [-compression zstd|none] [-shards K+M] [-slices MIN/AVG/MAX]`)
 	os.Exit(64)
 }
 
@@ -132,6 +135,8 @@ type common struct {
 	compression string
 	jobs        int
 	batch       int
+	shards      string
+	slices      string
 }
 
 func parse(name string, args []string, want int) (*common, []string) {
@@ -141,6 +146,8 @@ func parse(name string, args []string, want int) (*common, []string) {
 	c.fs.StringVar(&c.compression, "compression", "zstd", "zstd or none")
 	c.fs.IntVar(&c.jobs, "j", 4, "files put concurrently (tree)")
 	c.fs.IntVar(&c.batch, "batch", 0, "files per kv.Batch, committed together (tree; 0: every Put durable on its own)")
+	c.fs.StringVar(&c.shards, "shards", "", "data+parity shards of new slices, e.g. 8+2 or 1+0 (default: the library's 8+2)")
+	c.fs.StringVar(&c.slices, "slices", "", "MIN/AVG/MAX slice sizes in bytes of a new store (default: the library's)")
 	_ = c.fs.Parse(args)
 	if c.store == "" || c.keys == "" || c.fs.NArg() != want {
 		usage()
@@ -165,6 +172,19 @@ func (c *common) open() (*kv.DB, error) {
 		o.Compression = kv.CompressionNone
 	default:
 		return nil, fmt.Errorf("unknown -compression %q", c.compression)
+	}
+	if c.shards != "" {
+		if _, err := fmt.Sscanf(c.shards, "%d+%d", &o.DataShards, &o.ParityShards); err != nil {
+			return nil, fmt.Errorf("-shards %q: want K+M", c.shards)
+		}
+		if o.ParityShards == 0 {
+			o.ParityShards = kv.NoParity
+		}
+	}
+	if c.slices != "" {
+		if _, err := fmt.Sscanf(c.slices, "%d/%d/%d", &o.MinSliceSize, &o.AvgSliceSize, &o.MaxSliceSize); err != nil {
+			return nil, fmt.Errorf("-slices %q: want MIN/AVG/MAX", c.slices)
+		}
 	}
 	return kv.Open(c.store, o)
 }
