@@ -33,6 +33,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -174,19 +175,34 @@ func (c *common) open() (*kv.DB, error) {
 		return nil, fmt.Errorf("unknown -compression %q", c.compression)
 	}
 	if c.shards != "" {
-		if _, err := fmt.Sscanf(c.shards, "%d+%d", &o.DataShards, &o.ParityShards); err != nil {
+		if !ints(c.shards, "+", &o.DataShards, &o.ParityShards) {
 			return nil, fmt.Errorf("-shards %q: want K+M", c.shards)
 		}
 		if o.ParityShards == 0 {
 			o.ParityShards = kv.NoParity
 		}
 	}
-	if c.slices != "" {
-		if _, err := fmt.Sscanf(c.slices, "%d/%d/%d", &o.MinSliceSize, &o.AvgSliceSize, &o.MaxSliceSize); err != nil {
-			return nil, fmt.Errorf("-slices %q: want MIN/AVG/MAX", c.slices)
-		}
+	if c.slices != "" && !ints(c.slices, "/", &o.MinSliceSize, &o.AvgSliceSize, &o.MaxSliceSize) {
+		return nil, fmt.Errorf("-slices %q: want MIN/AVG/MAX", c.slices)
 	}
 	return kv.Open(c.store, o)
+}
+
+// ints parses s as len(dst) decimal integers joined by sep, all of s:
+// fmt.Sscanf would accept "8+2x" as 8+2.
+func ints(s, sep string, dst ...*int) bool {
+	parts := strings.Split(s, sep)
+	if len(parts) != len(dst) {
+		return false
+	}
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil {
+			return false
+		}
+		*dst[i] = v
+	}
+	return true
 }
 
 func report(v map[string]any) {
