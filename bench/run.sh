@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — sealkv against restic and borg on the same bytes, same disk.
 #
-#   bench/run.sh [file|versioned|smallfiles|all]      (default: file)
+#   bench/run.sh [file|versioned|smallfiles|budget|all]      (default: file)
 #
 # Modes
 #   file        one random file of SIZE bytes: put / get / dedup re-put
@@ -14,6 +14,12 @@
 #               directory's Data), compression off on every side.
 #   smallfiles  FILES files of FILE_SIZE random bytes in one tree (1000 per
 #               directory): sealkv tree put vs restic backup vs borg create.
+#   budget      the CPU budget of file mode's put: the file put from the page
+#               cache into a store on the disk and one on tmpfs (SHM), with
+#               user and system CPU, against dd's disk limit; and the
+#               single-core cost of each CPU stage (go test -bench -cpu 1);
+#               and the dedup re-put of file mode, from the page cache.
+#               Not part of "all"; sealkv only.
 #
 # Environment (defaults)
 #   SIZE=1G          file mode size (numfmt IEC suffixes: 64M, 1G, ...)
@@ -85,7 +91,7 @@ now() { date +%s.%N; }
 
 # timed TOOL OP RUN SYNC -- CMD...: runs CMD under /usr/bin/time -v (stdout
 # and stderr to $LOG), optionally followed by sync inside the timed region,
-# and appends "tool op run seconds rss_kib" to $RES.
+# and appends "tool op run seconds rss_kib user_s system_s" to $RES.
 timed() {
 	local tool=$1 op=$2 run=$3 dosync=$4
 	shift 5
@@ -100,9 +106,10 @@ timed() {
 	fi
 	[ "$dosync" = sync ] && sync
 	t1=$(now)
-	local rss
+	local rss cpu
 	rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tf")
-	printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$op" "$run" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" "$rss" >>"$RES"
+	cpu=$(awk -F': ' '/User time \(seconds\)/ {u = $2} /System time \(seconds\)/ {s = $2} END {print u "\t" s}' "$tf")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$op" "$run" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')" "$rss" "$cpu" >>"$RES"
 }
 
 # stored TOOL OP RUN DIR [BASE_APPARENT BASE_ALLOCATED]: records the size of
@@ -233,6 +240,105 @@ if disk in mbs and ("sealkv", "put") in mbs:
 if ("sealkv", "put GOMAXPROCS=1") in mbs:
     print(f"Scaling: put with 2 cores / 1 core = {mbs[('sealkv', 'put')] / mbs[('sealkv', 'put GOMAXPROCS=1')]:.2f}× (target ≥ 1.7×).")
 EOF
+}
+
+# ------------------------------------------------------------- budget mode
+# Where a large Put's time goes, against the disk limit: the same file put
+# from the page cache (warm, so reading the input costs CPU but no disk time)
+# into a store on the disk and into one on tmpfs (no disk at all), each with
+# its user and system CPU; dd for the disk limit; and the single-core cost
+# of each CPU stage from the Go benchmarks. The page cache is not dropped.
+# budget_put STORE PROCS RUN [dedup]: one timed put of the page-cached file
+# into a fresh STORE, with GOMAXPROCS=PROCS unless PROCS is "all"; with
+# "dedup", then a timed re-put of it under a new key.
+budget_put() {
+	local st=$1 procs=$2 run=$3 envs=() fs
+	fs=$(df --output=fstype "$(dirname "$st")" | tail -1)
+	[ "$procs" = all ] || envs=(GOMAXPROCS="$procs")
+	fresh_sealkv "$st"
+	sync
+	timed sealkv "put to $fs${envs:+, ${envs[0]}}" "$run" sync -- env "${envs[@]}" "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION" file "$WORK/data/file.bin"
+	if [ "${4:-}" = dedup ]; then
+		timed sealkv "dedup re-put to $fs${envs:+, ${envs[0]}}" "$run" sync -- env "${envs[@]}" "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION" copy "$WORK/data/file.bin"
+	fi
+	rm -rf "$st"
+}
+
+mode_budget() {
+	local data=$WORK/data/file.bin shm=${SHM:-/dev/shm}
+	local mib=$((SIZE_BYTES >> 20)) bench=$LOG/budget-go-bench.txt
+	[ -d "$shm" ] || { echo "run.sh: no tmpfs at $shm (set SHM)" >&2; exit 1; }
+	mkdir -p "$WORK/data"
+	if [ ! -f "$data" ] || [ "$(stat -c %s "$data")" != "$SIZE_BYTES" ]; then
+		note "writing $SIZE_BYTES random bytes to $data"
+		head -c "$SIZE_BYTES" /dev/urandom >"$data"
+	fi
+	[ "$mib" -ge 1 ] || mib=1
+	DROP_CACHES=0
+	: >"$RES"
+	for run in $(seq "$RUNS"); do
+		note "run $run/$RUNS: dd; sealkv put to disk and dedup re-put, put to tmpfs, put to disk on one core"
+		sync
+		timed disk "dd write (fdatasync)" "$run" nosync -- dd if=/dev/zero of="$WORK/dd.tmp" bs=1M count="$mib" conv=fdatasync
+		rm -f "$WORK/dd.tmp"
+		cat "$data" >/dev/null
+		budget_put "$WORK/sealkv-store" all "$run" dedup
+		budget_put "$shm/sealkv-budget-store" all "$run"
+		budget_put "$WORK/sealkv-store" 1 "$run"
+	done
+	note "single-core stage benchmarks (go test -cpu 1 -count $RUNS)"
+	(cd "$ROOT" && go test -run '^$' -bench '^(BenchmarkSliceID|BenchmarkCompress|BenchmarkSeal|BenchmarkErasure)$' -cpu 1 -count "$RUNS" . &&
+		cd internal/chunker && go test -run '^$' -bench '^BenchmarkCut$' -cpu 1 -count "$RUNS" .) >"$bench"
+	header
+	echo "CPU budget of a large Put: $SIZE_BYTES random bytes put from the page cache with compression $SEALKV_COMPRESSION and 8+2 shards, the store on the disk and on tmpfs, and re-put under a new key (dedup: chunking and naming only); user and system CPU from /usr/bin/time; medians of $RUNS runs. Stage costs are single-core Go benchmarks on 256 KiB slices (the chunker on 64 MiB)."
+	echo
+	python3 - "$RES" "$SIZE_BYTES" "$bench" "$(nproc)" <<'EOF2'
+import re, sys, statistics as S
+res, size, bench, cores = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+t, usr, sysc = {}, {}, {}
+for line in open(res):
+    tool, op, run, a, b, u, s = line.rstrip("\n").split("\t")
+    t.setdefault(op, []).append(float(a)); usr.setdefault(op, []).append(float(u)); sysc.setdefault(op, []).append(float(s))
+ns = lambda sec: sec * 1e9 / size  # seconds per size bytes -> ns per ClearText byte
+disk = size / S.median(t["dd write (fdatasync)"]) / 1e6
+limit = disk * 8 / 10
+print(f"Disk: dd {disk:.0f} MB/s; limit = dd × 8/10 = {limit:.0f} MB/s; the performance issue's target, 70% of it = {0.7 * limit:.0f} MB/s.")
+print()
+print(f"| Put | MB/s | % of disk limit | user ns/B | system ns/B | CPU ns/B | CPU-bound ceiling on {cores} cores, MB/s | ceiling, % of disk limit |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+puts = sorted((k for k in t if " to " in k), key=lambda k: (k.startswith("dedup"), k))
+mbs = {op: size / S.median(t[op]) / 1e6 for op in puts}
+for op in puts:
+    u, s = ns(S.median(usr[op])), ns(S.median(sysc[op]))
+    ceil = cores * 1e3 / (u + s)
+    # Against the disk limit only what writes shards; the dedup re-put writes none.
+    d = op.startswith("put")
+    c = "— | —" if "GOMAXPROCS" in op else f"{ceil:.0f} | {ceil / limit:.0%}" if d else f"{ceil:.0f} | —"
+    print(f"| {op} | {mbs[op]:.0f} | {mbs[op] / limit:.0%} | {u:.2f} | {s:.2f} | {u + s:.2f} | {c} |" if d else
+          f"| {op} | {mbs[op]:.0f} | — | {u:.2f} | {s:.2f} | {u + s:.2f} | {c} |")
+one = [op for op in puts if "GOMAXPROCS=1" in op]
+if one and one[0].split(",")[0] in mbs:
+    print()
+    print(f"Scaling: {one[0].split(',')[0]} with {cores} cores / one core = {mbs[one[0].split(',')[0]] / mbs[one[0]]:.2f}× (target ≥ 1.7×).")
+stages = [("chunker (keyed CDC)", "BenchmarkCut"), ("SliceID (keyed BLAKE3-512)", "BenchmarkSliceID"),
+          ("zstd attempt (random: 16 KiB sample)", "BenchmarkCompress/random-256KiB"), ("seal (AES-256-GCM)", "BenchmarkSeal/seal-256KiB"),
+          ("Reed-Solomon 8+2 + checksums", "BenchmarkErasure/encode-8+2")]
+mb = {}
+for line in open(bench):
+    f = line.split()
+    if f and f[0].startswith("Benchmark") and "MB/s" in f:
+        mb.setdefault(f[0], []).append(float(f[f.index("MB/s") - 1]))
+print()
+print("| stage, one core | MB/s | ns/B |")
+print("|---|---:|---:|")
+tot = 0
+for name, key in stages:
+    m = S.median(mb[key]); tot += 1e3 / m
+    print(f"| {name} | {m:.0f} | {1e3 / m:.2f} |")
+print(f"| sum of the stages | {1e3 / tot:.0f} | {tot:.2f} |")
+for op in (op for op in puts if op.startswith("put") and "GOMAXPROCS" not in op):
+    print(f"| {op}: user CPU not in the stages (Pebble, copies, runtime, cache misses) | | {ns(S.median(usr[op])) - tot:.2f} |")
+EOF2
 }
 
 # ------------------------------------------------------------ versioned mode
@@ -366,7 +472,7 @@ EOF
 
 cleanup() {
 	[ "$KEEP" = 1 ] && return 0
-	rm -rf "$WORK/sealkv-store" "$WORK/restic-repo" "$WORK/borg-repo" "$WORK/restore" "$WORK/dd.tmp" "$RESTIC_CACHE_DIR" "$BORG_BASE_DIR"
+	rm -rf "$WORK/sealkv-store" "$WORK/restic-repo" "$WORK/borg-repo" "$WORK/restore" "$WORK/dd.tmp" "$RESTIC_CACHE_DIR" "$BORG_BASE_DIR" "${SHM:-/dev/shm}/sealkv-budget-store"
 }
 trap cleanup EXIT
 
@@ -375,13 +481,14 @@ case $MODE in
 file) mode_file ;;
 versioned) mode_versioned ;;
 smallfiles) mode_smallfiles ;;
+budget) mode_budget ;;
 all)
 	MODE=file RES=$WORK/results-file.tsv mode_file
 	RES=$WORK/results-versioned.tsv mode_versioned
 	RES=$WORK/results-smallfiles.tsv mode_smallfiles
 	;;
 *)
-	echo "usage: $0 [file|versioned|smallfiles|all]" >&2
+	echo "usage: $0 [file|versioned|smallfiles|budget|all]" >&2
 	exit 64
 	;;
 esac
