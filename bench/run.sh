@@ -142,20 +142,33 @@ header() {
 }
 
 # ---------------------------------------------------------------- file mode
-mode_file() {
-	local data=$WORK/data/file.bin
+# The random input of file and budget mode.
+DATA=$WORK/data/file.bin
+
+# random_input writes SIZE random bytes to $DATA unless it holds them.
+random_input() {
 	mkdir -p "$WORK/data"
-	if [ ! -f "$data" ] || [ "$(stat -c %s "$data")" != "$SIZE_BYTES" ]; then
-		note "writing $SIZE_BYTES random bytes to $data"
-		head -c "$SIZE_BYTES" /dev/urandom >"$data"
+	if [ ! -f "$DATA" ] || [ "$(stat -c %s "$DATA")" != "$SIZE_BYTES" ]; then
+		note "writing $SIZE_BYTES random bytes to $DATA"
+		head -c "$SIZE_BYTES" /dev/urandom >"$DATA"
 	fi
-	: >"$RES"
+}
+
+# timed_dd RUN: the disk limit's dd, SIZE bytes (at least 1 MiB) with fdatasync.
+timed_dd() {
 	local mib=$((SIZE_BYTES >> 20))
 	[ "$mib" -ge 1 ] || mib=1
+	timed disk "dd write (fdatasync)" "$1" nosync -- dd if=/dev/zero of="$WORK/dd.tmp" bs=1M count="$mib" conv=fdatasync
+	rm -f "$WORK/dd.tmp"
+}
+
+mode_file() {
+	local data=$DATA
+	random_input
+	: >"$RES"
 	for run in $(seq "$RUNS"); do
 		note "run $run/$RUNS: dd"
-		timed disk "dd write (fdatasync)" "$run" nosync -- dd if=/dev/zero of="$WORK/dd.tmp" bs=1M count="$mib" conv=fdatasync
-		rm -f "$WORK/dd.tmp"
+		timed_dd "$run"
 
 		note "run $run/$RUNS: sealkv"
 		local st=$WORK/sealkv-store out=$WORK/restore
@@ -248,40 +261,33 @@ EOF
 # into a store on the disk and into one on tmpfs (no disk at all), each with
 # its user and system CPU; dd for the disk limit; and the single-core cost
 # of each CPU stage from the Go benchmarks. The page cache is not dropped.
+
 # budget_put STORE PROCS RUN [dedup]: one timed put of the page-cached file
 # into a fresh STORE, with GOMAXPROCS=PROCS unless PROCS is "all"; with
 # "dedup", then a timed re-put of it under a new key.
 budget_put() {
-	local st=$1 procs=$2 run=$3 envs=() fs
-	fs=$(df --output=fstype "$(dirname "$st")" | tail -1)
-	[ "$procs" = all ] || envs=(GOMAXPROCS="$procs")
+	local st=$1 procs=$2 run=$3 envs=() on
+	on=$(df --output=fstype "$(dirname "$st")" | tail -1)
+	[ "$procs" = all ] || { envs=(GOMAXPROCS="$procs"); on="$on, GOMAXPROCS=$procs"; }
+	local put=(env "${envs[@]}" "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION")
 	fresh_sealkv "$st"
 	sync
-	timed sealkv "put to $fs${envs:+, ${envs[0]}}" "$run" sync -- env "${envs[@]}" "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION" file "$WORK/data/file.bin"
-	if [ "${4:-}" = dedup ]; then
-		timed sealkv "dedup re-put to $fs${envs:+, ${envs[0]}}" "$run" sync -- env "${envs[@]}" "$BIN" put -store "$st" -keys "$WORK/sealkv.keys" -compression "$SEALKV_COMPRESSION" copy "$WORK/data/file.bin"
-	fi
+	timed sealkv "put to $on" "$run" sync -- "${put[@]}" file "$DATA"
+	[ "${4:-}" != dedup ] || timed sealkv "dedup re-put to $on" "$run" sync -- "${put[@]}" copy "$DATA"
 	rm -rf "$st"
 }
 
 mode_budget() {
-	local data=$WORK/data/file.bin shm=${SHM:-/dev/shm}
-	local mib=$((SIZE_BYTES >> 20)) bench=$LOG/budget-go-bench.txt
+	local shm=${SHM:-/dev/shm} bench=$LOG/budget-go-bench.txt
 	[ -d "$shm" ] || { echo "run.sh: no tmpfs at $shm (set SHM)" >&2; exit 1; }
-	mkdir -p "$WORK/data"
-	if [ ! -f "$data" ] || [ "$(stat -c %s "$data")" != "$SIZE_BYTES" ]; then
-		note "writing $SIZE_BYTES random bytes to $data"
-		head -c "$SIZE_BYTES" /dev/urandom >"$data"
-	fi
-	[ "$mib" -ge 1 ] || mib=1
+	random_input
 	DROP_CACHES=0
 	: >"$RES"
 	for run in $(seq "$RUNS"); do
 		note "run $run/$RUNS: dd; sealkv put to disk and dedup re-put, put to tmpfs, put to disk on one core"
 		sync
-		timed disk "dd write (fdatasync)" "$run" nosync -- dd if=/dev/zero of="$WORK/dd.tmp" bs=1M count="$mib" conv=fdatasync
-		rm -f "$WORK/dd.tmp"
-		cat "$data" >/dev/null
+		timed_dd "$run"
+		cat "$DATA" >/dev/null
 		budget_put "$WORK/sealkv-store" all "$run" dedup
 		budget_put "$shm/sealkv-budget-store" all "$run"
 		budget_put "$WORK/sealkv-store" 1 "$run"
@@ -293,7 +299,7 @@ mode_budget() {
 	echo "CPU budget of a large Put: $SIZE_BYTES random bytes put from the page cache with compression $SEALKV_COMPRESSION and 8+2 shards, the store on the disk and on tmpfs, and re-put under a new key (dedup: chunking and naming only); user and system CPU from /usr/bin/time; medians of $RUNS runs. Stage costs are single-core Go benchmarks on 256 KiB slices (the chunker on 64 MiB)."
 	echo
 	python3 - "$RES" "$SIZE_BYTES" "$bench" "$(nproc)" <<'EOF2'
-import re, sys, statistics as S
+import sys, statistics as S
 res, size, bench, cores = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 t, usr, sysc = {}, {}, {}
 for line in open(res):
@@ -312,14 +318,14 @@ for op in puts:
     u, s = ns(S.median(usr[op])), ns(S.median(sysc[op]))
     ceil = cores * 1e3 / (u + s)
     # Against the disk limit only what writes shards; the dedup re-put writes none.
-    d = op.startswith("put")
-    c = "— | —" if "GOMAXPROCS" in op else f"{ceil:.0f} | {ceil / limit:.0%}" if d else f"{ceil:.0f} | —"
-    print(f"| {op} | {mbs[op]:.0f} | {mbs[op] / limit:.0%} | {u:.2f} | {s:.2f} | {u + s:.2f} | {c} |" if d else
-          f"| {op} | {mbs[op]:.0f} | — | {u:.2f} | {s:.2f} | {u + s:.2f} | {c} |")
-one = [op for op in puts if "GOMAXPROCS=1" in op]
-if one and one[0].split(",")[0] in mbs:
-    print()
-    print(f"Scaling: {one[0].split(',')[0]} with {cores} cores / one core = {mbs[one[0].split(',')[0]] / mbs[one[0]]:.2f}× (target ≥ 1.7×).")
+    pct = (lambda x: f"{x / limit:.0%}") if op.startswith("put") else (lambda x: "—")
+    c = "— | —" if "GOMAXPROCS" in op else f"{ceil:.0f} | {pct(ceil)}"
+    print(f"| {op} | {mbs[op]:.0f} | {pct(mbs[op])} | {u:.2f} | {s:.2f} | {u + s:.2f} | {c} |")
+for one in (op for op in puts if op.endswith(", GOMAXPROCS=1")):
+    both = one.removesuffix(", GOMAXPROCS=1")
+    if both in mbs:
+        print()
+        print(f"Scaling: {both} with {cores} cores / one core = {mbs[both] / mbs[one]:.2f}× (target ≥ 1.7×).")
 stages = [("chunker (keyed CDC)", "BenchmarkCut"), ("SliceID (keyed BLAKE3-512)", "BenchmarkSliceID"),
           ("zstd attempt (random: 16 KiB sample)", "BenchmarkCompress/random-256KiB"), ("seal (AES-256-GCM)", "BenchmarkSeal/seal-256KiB"),
           ("Reed-Solomon 8+2 + checksums", "BenchmarkErasure/encode-8+2")]
