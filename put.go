@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -778,17 +779,29 @@ func abortPuts(db *DB, ps []*put) error {
 
 // sliceRecord reads the record of id from r (the meta keyspace, or a
 // release's batch over it); nil if there is none.
-func sliceRecord(r pebble.Reader, id *SliceID) (*record.Slice, error) {
-	v, closer, err := r.Get(record.SliceKey((*[64]byte)(id)))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
-	}
+//
+// It is a Get that also consults the bloom filters of the bottom level,
+// which Pebble's Get skips (IterOptions.UseL6Filters): most lookups are for
+// the SliceIDs of new content, which are random and absent, so without the
+// filter each one reads an index block and a data block of the bottom
+// level, where most slice records lie, and rarely the same block twice.
+// (Data keys are looked up with Get: they are mostly absent too, but a
+// tree's keys are looked up in order, so their blocks are cached.)
+func sliceRecord(r pebble.Reader, id *SliceID) (rec *record.Slice, err error) {
+	key := record.SliceKey((*[64]byte)(id))
+	it, err := r.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return nil, err
 	}
-	defer closer.Close()
-	rec, err := record.DecodeSlice(v)
+	defer func() { err = cmp.Or(err, it.Close()) }()
+	if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+		return nil, it.Error()
+	}
+	v, err := it.ValueAndErr()
 	if err != nil {
+		return nil, err
+	}
+	if rec, err = record.DecodeSlice(v); err != nil {
 		return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
 	}
 	return rec, nil
