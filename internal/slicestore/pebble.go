@@ -16,10 +16,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -155,16 +157,63 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 // reads them in that order, which is what the kernel's readahead detects.
 // Cold 1 GiB Gets, 5 runs each, alternating: median 1.19 s with it, 1.49 s
 // without.
+//
+// A file opened for sequential reads (a compaction's input) reads ahead in
+// user space too: see chunkedReader.
 type readaheadFS struct{ vfs.FS }
 
 func (fs readaheadFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
 	keep := make([]vfs.OpenOption, 0, len(opts))
+	sequential := false
 	for _, o := range opts {
+		sequential = sequential || o == vfs.SequentialReadsOption
 		if o != vfs.RandomReadsOption {
 			keep = append(keep, o)
 		}
 	}
-	return fs.FS.Open(name, keep...)
+	f, err := fs.FS.Open(name, keep...)
+	if err != nil || !sequential {
+		return f, err
+	}
+	return &chunkedReader{File: f}, nil
+}
+
+// readChunk is what a chunkedReader reads at a time.
+const readChunk = 256 << 10
+
+// chunkedReader serves small ReadAts from one readChunk-sized read of the
+// bytes at and after them. Pebble opens a compaction's input files for
+// sequential reads and then reads them a block at a time, and in this
+// keyspace a block is one shard: a compaction of small Puts' shards made one
+// pread per ~600 bytes. The 100,000-file tree with each Put durable (its
+// shards go through a memtable, a flush and a compaction) spent 3.5 s of a
+// 32 s CPU profile in them. sstables are immutable, so the chunk never goes
+// stale.
+type chunkedReader struct {
+	vfs.File
+	mu    sync.Mutex
+	chunk []byte // the file's bytes [off, off+len(chunk))
+	off   int64
+}
+
+func (f *chunkedReader) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) > readChunk/4 {
+		return f.File.ReadAt(p, off)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	end := off + int64(len(p))
+	if off < f.off || end > f.off+int64(len(f.chunk)) {
+		if f.chunk == nil {
+			f.chunk = make([]byte, readChunk)
+		}
+		n, err := f.File.ReadAt(f.chunk[:cap(f.chunk)], off)
+		f.chunk, f.off = f.chunk[:n], off
+		if err != nil && !(errors.Is(err, io.EOF) && end <= off+int64(n)) {
+			return copy(p, f.chunk), err
+		}
+	}
+	return copy(p, f.chunk[off-f.off:]), nil
 }
 
 // Events makes on-disk corruption an error returned to the reader (and
