@@ -86,9 +86,16 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 		// keeps small stores small on disk.
 		MemTableSize:                16 << 20,
 		MemTableStopWritesThreshold: 4,
-		L0CompactionThreshold:       4,
-		L0StopWritesThreshold:       24,
-		MaxOpenFiles:                256,
+		// Concurrent small Puts finish out of put-number order, so a
+		// flushed memtable overlaps the newest L6 table and its
+		// compaction rewrites that table: compacting 8 flushes at a time
+		// instead of 4 rewrites it half as often. 100,000 durable 4 KiB
+		// Puts, warm, 6 alternated pairs: faster in all 6 (median 1.45 s
+		// of ~17), user CPU lower in all 6; BenchmarkPutSmall/4KiB/parallel
+		// slice-WA 2.30 and 2.30 against 3.23 and 2.69.
+		L0CompactionThreshold: 8,
+		L0StopWritesThreshold: 24,
+		MaxOpenFiles:          256,
 		// Keys only grow (session, then put number), so the levels
 		// between L0 and L6 would only copy small Puts once more: with
 		// an LBase this large, flushes are compacted straight into L6.
