@@ -13,7 +13,8 @@ import (
 
 // TestChunkedReader checks that a file opened for sequential reads returns
 // exactly what the file holds for reads in order, backwards, across chunk
-// boundaries, larger than a chunk, and at and past the end.
+// boundaries, larger than a chunk, and at and past the end, and that it
+// reads chunks only after chunkAfter small reads in a row.
 func TestChunkedReader(t *testing.T) {
 	size := 3*readChunk + 1234
 	want := make([]byte, size)
@@ -61,8 +62,18 @@ func TestChunkedReader(t *testing.T) {
 			t.Fatalf("ReadAt(%d bytes at %d): error %v", n, off, err)
 		}
 	}
-	for off := 0; off < size; off += 600 { // block by block, in order
+	cr := f.(*chunkedReader)
+	for off := 0; off < 600*chunkAfter; off += 600 { // a few blocks: read directly
+		read(off, 600)
+	}
+	if cr.chunk != nil {
+		t.Fatalf("a chunk after %d reads in a row, want none before %d", chunkAfter, chunkAfter+1)
+	}
+	for off := 600 * chunkAfter; off < size; off += 600 { // block by block, in order
 		read(off, min(600, size-off))
+	}
+	if cr.chunk == nil {
+		t.Fatal("no chunk after a whole file of reads in a row")
 	}
 	read(readChunk-10, 20)       // across a chunk boundary
 	read(10, 20)                 // backwards
