@@ -236,10 +236,10 @@ func (f *chunkedReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n, err := f.File.ReadAt(f.chunk[:cap(f.chunk)], off)
 	f.chunk, f.off = f.chunk[:n], off
-	if err != nil && !(errors.Is(err, io.EOF) && end <= off+int64(n)) {
-		return copy(p, f.chunk), err
+	if errors.Is(err, io.EOF) && end <= off+int64(n) {
+		err = nil // the chunk ran past the end of the file, p did not
 	}
-	return copy(p, f.chunk), nil
+	return copy(p, f.chunk), err
 }
 
 // Events makes on-disk corruption an error returned to the reader (and

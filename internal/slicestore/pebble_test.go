@@ -39,7 +39,8 @@ func TestChunkedReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, ok := f.(*chunkedReader); !ok {
+	cr, ok := f.(*chunkedReader)
+	if !ok {
 		t.Fatalf("a sequential open returned %T, want *chunkedReader", f)
 	}
 	if g, err := fs.Open(name, vfs.RandomReadsOption); err != nil {
@@ -62,7 +63,6 @@ func TestChunkedReader(t *testing.T) {
 			t.Fatalf("ReadAt(%d bytes at %d): error %v", n, off, err)
 		}
 	}
-	cr := f.(*chunkedReader)
 	for off := 0; off < 600*chunkAfter; off += 600 { // a few blocks: read directly
 		read(off, 600)
 	}
