@@ -24,7 +24,8 @@ var ErrBatchDone = errors.New("sealkv: batch already committed or closed")
 // in its first 256 KiB block wait in memory (up to 32 MiB per batch;
 // beyond that they go to the write-ahead log unsynced) and are written at
 // Commit as sorted sstables straight into the bottom level, once, instead
-// of through the write-ahead log, a flush and a compaction. Larger Puts write their shards
+// of through the write-ahead log, a flush and a compaction (or, if they
+// are less than 1 MiB, to the log in one write). Larger Puts write their shards
 // as DB.Put does; only their new version waits for Commit. Such small Puts
 // take their put numbers from blocks of 1024 reserved for the batch, so a
 // DB (one session: 2^32 put numbers) can commit at least two million batches
@@ -41,8 +42,8 @@ type Batch struct {
 	db    *DB
 	group slicestore.Group
 
-	nums       sync.Mutex
-	next, last uint64 // put numbers left in the block reserved last: [next, last)
+	nums  sync.Mutex
+	block numberBlock
 
 	mu   sync.Mutex
 	puts []*staged       // in the order their Puts returned
@@ -60,19 +61,7 @@ func (db *DB) NewBatch() *Batch {
 func (b *Batch) number() uint64 {
 	b.nums.Lock()
 	defer b.nums.Unlock()
-	if b.next == b.last {
-		const n = slicestore.GroupBlock
-		for {
-			cur := b.db.puts.Load()
-			start := (cur/n + 1) * n
-			if b.db.puts.CompareAndSwap(cur, start+n-1) {
-				b.next, b.last = start, start+n
-				break
-			}
-		}
-	}
-	b.next++
-	return b.next - 1
+	return b.block.take(&b.db.puts)
 }
 
 // Put stores the ClearText read from r under key when the batch commits.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,14 +34,17 @@ type model struct {
 	// batch is the ContentID each key of a Batch in flight gets when it
 	// commits; inflight is then "".
 	batch map[string]ContentID
+	// group is the same for concurrent Puts in flight (crashGroup), each
+	// committed or not on its own.
+	group map[string]ContentID
 }
 
-func (m *model) snapshot() (map[string][]ContentID, string, map[string]ContentID) {
+func (m *model) snapshot() (map[string][]ContentID, string, map[string]ContentID, map[string]ContentID) {
 	cp := make(map[string][]ContentID, len(m.versions))
 	for k, v := range m.versions {
 		cp[k] = append([]ContentID(nil), v...)
 	}
-	return cp, m.inflight, maps.Clone(m.batch)
+	return cp, m.inflight, maps.Clone(m.batch), maps.Clone(m.group)
 }
 
 // crashPoint is the file system as a crash would have left it, and what
@@ -50,6 +54,7 @@ type crashPoint struct {
 	want     map[string][]ContentID
 	inflight string
 	batch    map[string]ContentID
+	group    map[string]ContentID
 }
 
 // TestCrashRecovery crashes a store at random points of a Put / Batch /
@@ -176,10 +181,10 @@ func crashRun(t *testing.T, keys *Keys, rng *rand.Rand, n int) []crashPoint {
 	for range n {
 		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
 		m.mu.Lock()
-		want, inflight, batch := m.snapshot()
+		want, inflight, batch, group := m.snapshot()
 		clone := fs.crashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(3) * 50, RNG: rand.New(rand.NewPCG(rng.Uint64(), 2))})
 		m.mu.Unlock()
-		cps = append(cps, crashPoint{fs: clone, want: want, inflight: inflight, batch: batch})
+		cps = append(cps, crashPoint{fs: clone, want: want, inflight: inflight, batch: batch, group: group})
 	}
 	close(stop)
 	wg.Wait()
@@ -197,6 +202,12 @@ func crashWorkload(t *testing.T, db *DB, m *model, pool [][]byte, large []byte, 
 		key := fmt.Sprintf("k%d", rng.IntN(6))
 		if rng.IntN(5) == 0 {
 			if !crashBatch(t, db, m, pool, rng) {
+				return
+			}
+			continue
+		}
+		if rng.IntN(5) == 0 {
+			if !crashGroup(t, db, m, pool, rng) {
 				return
 			}
 			continue
@@ -297,6 +308,42 @@ func crashBatch(t *testing.T, db *DB, m *model, pool [][]byte, rng *rand.Rand) b
 	return true
 }
 
+// crashGroup runs Puts of two or three keys at once, small enough to
+// commit in groups (DB.Put), their contents sharing slices, and
+// acknowledges each as it returns.
+func crashGroup(t *testing.T, db *DB, m *model, pool [][]byte, rng *rand.Rand) bool {
+	next := map[string]ContentID{}
+	contents := map[string][]byte{}
+	for range 2 + rng.IntN(2) {
+		key := fmt.Sprintf("k%d", rng.IntN(6))
+		contents[key] = append(slices.Clone(pool[0][:rng.IntN(len(pool[0]))]), randBytes(rng.IntN(20<<10))...)
+		next[key] = contentID(db, contents[key])
+	}
+	m.mu.Lock()
+	m.group = next
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for key, c := range contents {
+		wg.Go(func() {
+			d, err := db.Put(ctx, key, bytes.NewReader(c))
+			if err != nil {
+				t.Errorf("Put: %v", err)
+				failed.Store(true)
+				return
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if v := m.versions[key]; len(v) == 0 || v[len(v)-1] != d.Content.ContentID {
+				m.versions[key] = append(v, d.Content.ContentID)
+			}
+			delete(m.group, key)
+		})
+	}
+	wg.Wait()
+	return !failed.Load()
+}
+
 // mixContent builds content that shares slices with other content.
 func mixContent(pool [][]byte, rng *rand.Rand) []byte {
 	var b []byte
@@ -326,11 +373,14 @@ func checkCrashPoint(keys *Keys, cp crashPoint) error {
 	if err := checkInflight(db, cp); err != nil {
 		return err
 	}
-	if err := checkBatch(db, cp); err != nil {
+	if err := checkBatch(db, cp.batch, cp.want, true); err != nil {
+		return err
+	}
+	if err := checkBatch(db, cp.group, cp.want, false); err != nil {
 		return err
 	}
 	for k, want := range cp.want {
-		if _, ok := cp.batch[k]; k == cp.inflight || ok {
+		if _, ok := cp.batch[k]; k == cp.inflight || ok || cp.group[k] != (ContentID{}) {
 			continue
 		}
 		d, err := db.Stat(ctx, k)
@@ -342,7 +392,7 @@ func checkCrashPoint(keys *Keys, cp crashPoint) error {
 		}
 	}
 	for k := range collectKeys(db) {
-		if _, ok := cp.want[k]; !ok && k != cp.inflight && cp.batch[k] == (ContentID{}) {
+		if _, ok := cp.want[k]; !ok && k != cp.inflight && cp.batch[k] == (ContentID{}) && cp.group[k] == (ContentID{}) {
 			return fmt.Errorf("%q exists but was deleted or never acknowledged", k)
 		}
 	}
@@ -377,12 +427,13 @@ func checkInflight(db *DB, cp crashPoint) error {
 	return nil
 }
 
-// checkBatch checks that the keys of the Batch in flight show either their
-// acknowledged versions or those plus the batch's, and the same for all.
-func checkBatch(db *DB, cp crashPoint) error {
+// checkBatch checks that the keys of the Puts in flight (next, a Batch's
+// if allOrNone) show either their acknowledged versions or those plus the new
+// one; for a Batch, the same for all.
+func checkBatch(db *DB, next map[string]ContentID, acked map[string][]ContentID, allOrNone bool) error {
 	var before, after []string // keys only in the old, only in the new state
-	for k, id := range cp.batch {
-		want := cp.want[k]
+	for k, id := range next {
+		want := acked[k]
 		var got []ContentID
 		d, err := db.Stat(ctx, k)
 		switch {
@@ -404,7 +455,7 @@ func checkBatch(db *DB, cp crashPoint) error {
 			return fmt.Errorf("batch key %q has versions %x, acknowledged %x, batch %x", k, got, want, id)
 		}
 	}
-	if len(before) > 0 && len(after) > 0 {
+	if allOrNone && len(before) > 0 && len(after) > 0 {
 		return fmt.Errorf("batch half committed: %q old, %q new", before, after)
 	}
 	return nil

@@ -81,8 +81,9 @@ type SliceStore = slicestore.Store
 // SliceWriter collects the shards of one Put for a SliceStore.
 type SliceWriter = slicestore.Writer
 
-// SliceGroup collects the shards of the Puts of a Batch for a SliceStore,
-// which makes them durable together.
+// SliceGroup collects the shards of the small Puts of a Batch, or of
+// concurrent small DB.Puts that commit as a group, for a SliceStore, which
+// makes them durable together.
 type SliceGroup = slicestore.Group
 
 // ShardLocation addresses one slice's shards in a SliceStore: the writer
@@ -217,6 +218,7 @@ type DB struct {
 	// the next Open cleans up after a Put whose rollback failed.
 	needsRecovery atomic.Bool
 	puts          atomic.Uint64 // put numbers within session
+	groups        groups        // group commits of small Puts
 	opened        sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
 
 	// calls counts the calls (and Reader fetches) in flight; Close waits for
@@ -259,6 +261,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 	}
 	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}, batches: map[*Batch]bool{}}
 	db.idle = sync.NewCond(&db.callsMu)
+	db.groups.cond = sync.NewCond(&db.groups.mu)
 	db.idHash.key, db.cidHash.key = o.Keys.derive("slice id"), o.Keys.derive("content id")
 	if err := db.openKeyspaces(dir); err != nil {
 		return nil, err

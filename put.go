@@ -34,6 +34,13 @@ const chunkRefs = 1024
 // If ctx is cancelled or r fails, Put returns that error (errors.Is-able)
 // and leaves nothing behind. When Put returns nil the new version is
 // durable.
+//
+// Puts whose ClearText fits in 256 KiB commit in groups: those that finish
+// sealing while another group commits are committed together next, with one
+// write of their shards and one sync of each keyspace, so many small Puts
+// in flight cost far fewer syncs than one each. Each still succeeds or
+// fails on its own. Once its ClearText is stored a Put finishes its commit
+// even if ctx is cancelled meanwhile.
 func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (_ *Data, err error) {
 	done, err := db.enter()
 	if err != nil {
@@ -54,14 +61,22 @@ func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOptio
 	if err != nil {
 		return nil, err
 	}
-	ds, err := db.commitPuts([]*staged{s})
+	var d *Data
+	if s.p.grp != nil {
+		d, err = db.commitGrouped(s)
+	} else {
+		var ds []*Data
+		if ds, err = db.commitPuts([]*staged{s}); err == nil {
+			d = ds[0]
+		}
+	}
 	if err != nil && !s.committed {
 		err = errors.Join(err, s.p.abort())
 	}
 	if err != nil {
 		return nil, err
 	}
-	return ds[0], nil
+	return d, nil
 }
 
 // putOpts checks key and the options of a Put of it.
@@ -91,10 +106,17 @@ func putOpts(key string, opts []PutOption) (putOptions, error) {
 func (db *DB) stage(ctx context.Context, key string, r io.Reader, po putOptions, b *Batch) (*staged, error) {
 	p := db.newPut(key)
 	p.batch = b
+	ok := false
+	defer func() { // also on a panic: the group's leader waits for p
+		if !ok && p.grp != nil {
+			db.groups.leave(p.grp)
+		}
+	}()
 	c, err := p.run(ctx, r)
 	if err != nil {
 		return nil, errors.Join(err, p.abort())
 	}
+	ok = true
 	return &staged{p: p, c: c, po: po}, nil
 }
 
@@ -105,7 +127,8 @@ type put struct {
 	num      uint64 // put number within the session
 	manifest record.ManifestID
 	coder    *erasure.Coder
-	batch    *Batch // nil unless the Put is part of a Batch
+	batch    *Batch    // nil unless the Put is part of a Batch
+	grp      *putGroup // the group commit a small DB.Put joined
 
 	// guarded by db.mu
 	pins  map[SliceID]int       // pins taken and not yet released
@@ -163,13 +186,18 @@ func (db *DB) newPut(key string) *put {
 }
 
 // number gives the Put its put number and slice writer once its first
-// block is read. A Put of a Batch whose ClearText fits in that block takes
-// both from the batch, whose Group writes its slices once, sorted, instead
-// of through the write-ahead log; every other Put takes them from the DB.
+// block is read. A Put whose ClearText fits in that block takes both from
+// its Batch, or else joins a group commit (putGroup); either's Group writes
+// the slices of many Puts once, sorted, instead of through the write-ahead
+// log. A larger Put takes them from the DB.
 func (p *put) number(small bool) {
-	if p.batch != nil && small {
+	switch {
+	case small && p.batch != nil:
 		p.num, p.w = p.batch.number(), p.batch.group.NewWriter()
-	} else {
+	case small:
+		p.grp, p.num = p.db.groups.join(p.db)
+		p.w = p.grp.slices.NewWriter()
+	default:
 		p.num, p.w = p.db.puts.Add(1), p.db.slices.NewWriter()
 	}
 	p.manifest = record.NewManifestID(p.db.session.ID, p.num)

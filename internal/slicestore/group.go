@@ -16,8 +16,18 @@ import (
 // unsynced instead, and Sync syncs the log.
 const groupLimit = 32 << 20
 
-// pebbleGroup keeps the shards of a kv.Batch's small Puts in memory and at
-// Sync writes them as sorted sstables ingested into the bottom level: each
+// ingestMin is the fewest shard bytes a Group's Sync writes as sstables;
+// fewer are committed to the write-ahead log with one sync. An ingestion
+// syncs the table and Pebble's MANIFEST, and took 6.5–7.5 ms for the
+// ~570 KiB groups of 256 concurrent 4 KiB DB.Puts, where a synced log
+// write of a group took ~2 ms: with every group logged, 100,000 Puts were
+// faster in 2 of 3 alternated pairs (median −1.59 s). A Batch of 1000 small
+// files (~6 MB) still ingests, which saves the flush and compaction.
+const ingestMin = 1 << 20
+
+// pebbleGroup keeps the shards of the small Puts of a kv.Batch, or of a
+// group commit of DB.Puts, in memory and at Sync writes them (at least
+// ingestMin bytes) as sorted sstables ingested into the bottom level: each
 // shard is written once, as a large Put's are, instead of to the
 // write-ahead log, a memtable flush and a compaction. The group's Puts
 // take their put numbers from blocks of GroupBlock reserved for them, and
@@ -60,16 +70,21 @@ func (g *pebbleGroup) take(kvs [][2][]byte, size int) bool {
 }
 
 // Sync writes the group's shards as sstables, one per block, and ingests
-// them in one atomic step; then it syncs the log if a writer used it.
+// them in one atomic step, after syncing the log if a writer used it; or,
+// if they are fewer than ingestMin bytes, commits them to the log with one
+// sync.
 func (g *pebbleGroup) Sync(ctx context.Context) error {
 	g.mu.Lock()
 	pending := make([][2][]byte, 0, g.size/512)
 	for _, kvs := range g.pending {
 		pending = append(pending, kvs...)
 	}
-	logged := g.logged
+	logged, size := g.logged, g.size
 	g.pending, g.size, g.synced = nil, 0, true
 	g.mu.Unlock()
+	if len(pending) > 0 && size < ingestMin {
+		return g.s.log(pending, pebble.Sync) // also syncs what writers logged
+	}
 	if logged {
 		if err := g.s.syncLog(); err != nil {
 			return err

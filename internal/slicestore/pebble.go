@@ -566,20 +566,25 @@ func (w *pebbleWriter) Flush(ctx context.Context) error {
 		opts = pebble.NoSync // Group.Sync syncs the log
 	}
 	if len(w.pending) > 0 {
-		b := w.s.db.NewBatch()
-		defer b.Close()
-		for _, kv := range w.pending {
-			if err := b.Set(kv[0], kv[1], nil); err != nil {
-				return err
-			}
-		}
-		if err := w.s.commit(b, opts); err != nil {
+		if err := w.s.log(w.pending, opts); err != nil {
 			return err
 		}
 		w.pending, w.size = nil, 0
 	}
 	w.durable = w.added
 	return nil
+}
+
+// log commits kvs to the write-ahead log in one batch.
+func (s *Pebble) log(kvs [][2][]byte, opts *pebble.WriteOptions) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, kv := range kvs {
+		if err := b.Set(kv[0], kv[1], nil); err != nil {
+			return err
+		}
+	}
+	return s.commit(b, opts)
 }
 
 // Abort drops whatever has not been made durable. It waits for a

@@ -30,7 +30,7 @@ type Store interface {
 	// whose Put never committed.
 	Headers(ctx context.Context, sid [16]byte) iter.Seq2[Location, [64]byte]
 	// NewGroup starts collecting the slices of many Puts that are made
-	// durable together (kv.Batch).
+	// durable together (kv.Batch, and group commits of small DB.Puts).
 	NewGroup() Group
 	// Close releases the store.
 	Close() error
@@ -59,8 +59,9 @@ var _ Store = (*Pebble)(nil)
 // the group, whose put numbers lie in other blocks.
 const GroupBlock = 1024
 
-// Group collects the slices of the small Puts of one kv.Batch and makes
-// them durable together, so they share one write instead of one each.
+// Group collects the slices of the small Puts of one kv.Batch, or of one
+// group commit of DB.Puts, and makes them durable together, so they share
+// one write instead of one each.
 type Group interface {
 	// NewWriter starts a Writer for one Put of the group, whose put
 	// number must come from a block the group's Puts reserved (see

@@ -1,0 +1,127 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stageSmall stages a small Put of b under key as DB.Put does, without
+// committing it: it joins the DB's open group commit.
+func stageSmall(t *testing.T, db *DB, key string, b []byte, opts ...PutOption) *staged {
+	t.Helper()
+	po, err := putOpts(key, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := db.stage(ctx, key, bytes.NewReader(b), po, nil)
+	if err != nil {
+		t.Fatalf("stage %q: %v", key, err)
+	}
+	if s.p.grp == nil {
+		t.Fatalf("small Put %q joined no group", key)
+	}
+	return s
+}
+
+// commitAll commits staged Puts concurrently, as their DB.Puts would, and
+// aborts those that failed, as DB.Put does.
+func commitAll(db *DB, ss []*staged) ([]*Data, []error) {
+	ds, errs := make([]*Data, len(ss)), make([]error, len(ss))
+	var wg sync.WaitGroup
+	for i, s := range ss {
+		wg.Go(func() {
+			ds[i], errs[i] = db.commitGrouped(s)
+			if errs[i] != nil && !s.committed {
+				errs[i] = errors.Join(errs[i], s.p.abort())
+			}
+		})
+	}
+	wg.Wait()
+	return ds, errs
+}
+
+// TestGroupCommit stages small Puts that join one group, two with the same
+// content and one whose parent is deleted before the group commits: that
+// one fails alone (ErrNotFound) and leaves nothing, the others commit, the
+// shared slice is stored once, and the invariants hold.
+func TestGroupCommit(t *testing.T) {
+	keys := newKeys(t)
+	db := openDB(t, t.TempDir(), smallOpts(keys))
+	mustPut(t, db, "dir", nil)
+	mustPut(t, db, "gone", nil)
+	same, other := randBytes(3<<10), randBytes(10<<10)
+	ss := []*staged{
+		stageSmall(t, db, "a", same, WithParent("dir")),
+		stageSmall(t, db, "b", other, WithParent("gone")),
+		stageSmall(t, db, "c", same),
+	}
+	for _, s := range ss[1:] {
+		if s.p.grp != ss[0].p.grp {
+			t.Fatal("Puts staged while no group committed joined different groups")
+		}
+	}
+	if _, err := db.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	before := db.Stats()
+	ds, errs := commitAll(db, ss)
+	if errs[0] != nil || errs[2] != nil {
+		t.Fatalf("Puts with no fault failed: %v, %v", errs[0], errs[2])
+	}
+	if !errors.Is(errs[1], ErrNotFound) {
+		t.Fatalf("Put under a deleted parent: %v, want ErrNotFound", errs[1])
+	}
+	if ds[0].Parent != "dir" || ds[0].Content.Version != 1 || ds[2].Content.Version != 1 || ds[0].Content.ContentID != ds[2].Content.ContentID {
+		t.Fatalf("Data: %+v, %+v", ds[0], ds[2])
+	}
+	for _, k := range []string{"a", "c"} {
+		if got := get(t, db, k); !bytes.Equal(got, same) {
+			t.Fatalf("%q: wrong content", k)
+		}
+	}
+	if _, err := db.Stat(ctx, "b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Stat of the failed Put: %v", err)
+	}
+	after := db.Stats()
+	n := int64(ds[0].Content.NumSlices) // stored once for a and c
+	if n == 0 || after.Slices != before.Slices+n || after.Data != before.Data+2 {
+		t.Fatalf("stats: slices %d → %d, data %d → %d; want +%d (shared by a and c), +2",
+			before.Slices, after.Slices, before.Data, after.Data, n)
+	}
+	checkInvariants(t, db)
+}
+
+// TestGroupWaitsForStaging checks that a group commits only once every Put
+// that joined it has staged or left: a member still sealing holds the
+// commit, and one that fails lets it go.
+func TestGroupWaitsForStaging(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	s := stageSmall(t, db, "a", randBytes(1<<10))
+	g, _ := db.groups.join(db) // a Put of the same group, still sealing
+	if g != s.p.grp {
+		t.Fatal("joined another group")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.commitGrouped(s)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the group committed while a Put of it was sealing (err %v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	db.groups.leave(g)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := db.Stats().Data; got != 1 {
+		t.Fatalf("%d Data, want 1", got)
+	}
+	// The next Put forms a new group.
+	mustPut(t, db, "b", randBytes(1<<10))
+	checkInvariants(t, db)
+}
