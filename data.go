@@ -183,8 +183,9 @@ type staged struct {
 	p  *put
 	c  *content
 	po putOptions
-	// committed is set once the Put's records are committed: from then
-	// on nothing may undo it, even if an error follows.
+	// committed is set once the Put's records are committed, or once
+	// whether they were is unknown (its group commit's leader failed):
+	// from then on nothing may undo it, even if an error follows.
 	committed bool
 }
 

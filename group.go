@@ -111,8 +111,11 @@ func (db *DB) lead(g *putGroup) {
 	defer func() { // also when a panic unwinds (see catch)
 		gs.mu.Lock()
 		if !finished {
-			for j := range g.errs {
+			// The outcome is unknown (the meta batch may be in the log):
+			// nothing may be undone; the next Open recovers.
+			for j, s := range g.ready {
 				g.errs[j] = cmp.Or(db.failure(), errGroupAbandoned)
+				s.committed = true
 			}
 		}
 		g.done, gs.committing = true, false
@@ -157,7 +160,9 @@ func (db *DB) commitEach(ss []*staged, ds []*Data, errs []error) {
 // numberBlock hands out put numbers from blocks of slicestore.GroupBlock
 // reserved from a DB's put numbers for one user alone (a Batch's small
 // Puts, or the group commits), so that the slices of its Puts never share a
-// block with those of other Puts. Its owner serializes calls.
+// block with those of other Puts (except at the end of a session's numbers,
+// where that costs a later compaction, not correctness). Its owner
+// serializes calls.
 type numberBlock struct {
 	next, last uint64 // numbers left in the block reserved last: [next, last)
 }

@@ -61,7 +61,14 @@ func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOptio
 	if err != nil {
 		return nil, err
 	}
-	var d *Data
+	return db.commitPut(s)
+}
+
+// commitPut commits the staged Put s of DB.Put, with its group if it
+// joined one, and undoes it if that fails. After a fatal engine error
+// (see catch) nothing is undone: the next Open recovers.
+func (db *DB) commitPut(s *staged) (d *Data, err error) {
+	defer catch(&err)
 	if s.p.grp != nil {
 		d, err = db.commitGrouped(s)
 	} else {
@@ -114,6 +121,10 @@ func (db *DB) stage(ctx context.Context, key string, r io.Reader, po putOptions,
 	}()
 	c, err := p.run(ctx, r)
 	if err != nil {
+		if p.grp != nil { // first: the group need not wait for the rollback
+			db.groups.leave(p.grp)
+			p.grp = nil
+		}
 		return nil, errors.Join(err, p.abort())
 	}
 	ok = true
