@@ -324,6 +324,19 @@ func (f *failingDeletes) Delete(ctx context.Context, locs []slicestore.Location)
 	return f.Store.Delete(ctx, locs)
 }
 
+// wrappedOpts are smallOpts with a quiet logger whose SliceStore is what
+// wrap makes of the default slice keyspace of a store in dir.
+func wrappedOpts(t *testing.T, dir string, keys *Keys, wrap func(slicestore.Store) slicestore.Store) *Options {
+	t.Helper()
+	inner, err := slicestore.Open(filepath.Join(dir, "slices"), vfs.Default, pebble.DefaultLogger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := smallOpts(keys)
+	o.SliceStore, o.Logger = wrap(inner), quietLogger
+	return o
+}
+
 // TestCommitKeepsCommitted checks that a Commit whose records are committed
 // succeeds even if removing the shards of a slice two of its Puts sealed
 // fails: the intent committed with the records lets the next Open remove
@@ -332,15 +345,11 @@ func (f *failingDeletes) Delete(ctx context.Context, locs []slicestore.Location)
 func TestCommitKeepsCommitted(t *testing.T) {
 	dir := t.TempDir()
 	keys := newKeys(t)
-	inner, err := slicestore.Open(filepath.Join(dir, "slices"), vfs.Default, pebble.DefaultLogger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd := &failingDeletes{Store: inner}
-	o := smallOpts(keys)
-	o.SliceStore = fd
-	o.Logger = quietLogger
-	db := openDB(t, dir, o)
+	fd := &failingDeletes{}
+	db := openDB(t, dir, wrappedOpts(t, dir, keys, func(s slicestore.Store) slicestore.Store {
+		fd.Store = s
+		return fd
+	}))
 	c := randBytes(50 << 10)
 	b := db.NewBatch()
 	for _, k := range []string{"a", "b"} { // the same new slices, sealed twice

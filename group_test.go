@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sealkv/kv/internal/slicestore"
 )
@@ -170,14 +166,11 @@ func (g failingSyncGroup) Sync(ctx context.Context) error {
 func TestGroupLeaderFails(t *testing.T) {
 	dir := t.TempDir()
 	keys := newKeys(t)
-	inner, err := slicestore.Open(filepath.Join(dir, "slices"), vfs.Default, pebble.DefaultLogger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := &failingSyncStore{Store: inner}
-	o := smallOpts(keys)
-	o.SliceStore, o.Logger = fs, quietLogger
-	db, err := Open(dir, o)
+	fs := &failingSyncStore{}
+	db, err := Open(dir, wrappedOpts(t, dir, keys, func(s slicestore.Store) slicestore.Store {
+		fs.Store = s
+		return fs
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,20 +115,25 @@ func (db *DB) stage(ctx context.Context, key string, r io.Reader, po putOptions,
 	p.batch = b
 	ok := false
 	defer func() { // also on a panic: the group's leader waits for p
-		if !ok && p.grp != nil {
-			db.groups.leave(p.grp)
+		if !ok {
+			p.leaveGroup()
 		}
 	}()
 	c, err := p.run(ctx, r)
 	if err != nil {
-		if p.grp != nil { // first: the group need not wait for the rollback
-			db.groups.leave(p.grp)
-			p.grp = nil
-		}
+		p.leaveGroup() // first: the group need not wait for the rollback
 		return nil, errors.Join(err, p.abort())
 	}
 	ok = true
 	return &staged{p: p, c: c, po: po}, nil
+}
+
+// leaveGroup takes a Put that will not commit out of its group, if any.
+func (p *put) leaveGroup() {
+	if p.grp != nil {
+		p.db.groups.leave(p.grp)
+		p.grp = nil
+	}
 }
 
 // put is one Put in flight.
