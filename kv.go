@@ -293,7 +293,7 @@ func (db *DB) openKeyspaces(dir string) error {
 	}
 	logger := pebbleLogger{l: db.opts.Logger, failed: &db.failed}
 	mopts := &pebble.Options{
-		FS: fs, FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger, EventListener: slicestore.Events(logger),
+		FS: slicestore.TableFS(fs), FormatMajorVersion: slicestore.FormatMajorVersion, Logger: logger, EventListener: slicestore.Events(logger),
 		MemTableSize: metaMemTable,
 		// Pebble charges its memtables against the block cache: the
 		// active one and the one being flushed or kept for reuse. Its

@@ -16,12 +16,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -77,7 +75,7 @@ type Pebble struct {
 // Open opens or creates the slice keyspace in dir.
 func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	opts := &pebble.Options{
-		FS:                 readaheadFS{fs},
+		FS:                 keyspaceFS{FS: fs, readahead: true},
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             logger,
 		EventListener:      Events(logger),
@@ -155,91 +153,6 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	s.compact = newCompactor(db, logger, s.err)
 	s.cleanTmp()
 	return s, nil
-}
-
-// readaheadFS keeps the kernel's readahead on for sstables, which Pebble
-// opens with FADV_RANDOM. Pebble's own readahead is per iterator, and every
-// slice read is a fresh iterator over a few shards, so it never ramps up;
-// but a Put's slices lie one after the other in its sstables and a Reader
-// reads them in that order, which is what the kernel's readahead detects.
-// Cold 1 GiB Gets, 5 runs each, alternating: median 1.19 s with it, 1.49 s
-// without.
-//
-// A file opened for sequential reads (a compaction's input) reads ahead in
-// user space too: see chunkedReader.
-type readaheadFS struct{ vfs.FS }
-
-func (fs readaheadFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
-	keep := make([]vfs.OpenOption, 0, len(opts))
-	sequential := false
-	for _, o := range opts {
-		sequential = sequential || o == vfs.SequentialReadsOption
-		if o != vfs.RandomReadsOption {
-			keep = append(keep, o)
-		}
-	}
-	f, err := fs.FS.Open(name, keep...)
-	if err != nil || !sequential {
-		return f, err
-	}
-	return &chunkedReader{File: f}, nil
-}
-
-// readChunk is what a chunkedReader reads at a time, and chunkAfter how
-// many small reads in a row, each starting where the last ended, come first.
-const (
-	readChunk  = 256 << 10
-	chunkAfter = 8
-)
-
-// chunkedReader serves runs of small sequential ReadAts from one
-// readChunk-sized read of the bytes at and after them. Pebble opens a
-// compaction's input files for sequential reads and then reads them a block
-// at a time, and in this keyspace a block is one shard: a compaction of
-// small Puts' shards made one pread per ~600 bytes. The 100,000-file tree
-// with each Put durable (its shards go through a memtable, a flush and a
-// compaction) spent 3.5 s of a 32 s CPU profile in them. An iterator that
-// has read 256 KiB in order is switched to such a file too, e.g. near the
-// end of a large slice's shards, which is why chunks start only after
-// chunkAfter reads in a row: a slice read then never pays for a chunk.
-// sstables are immutable, so a chunk never goes stale.
-type chunkedReader struct {
-	vfs.File
-	mu    sync.Mutex
-	chunk []byte // the file's bytes [off, off+len(chunk))
-	off   int64
-	next  int64 // where the last read ended
-	run   int   // small reads in a row that started where the one before ended
-}
-
-func (f *chunkedReader) ReadAt(p []byte, off int64) (int, error) {
-	if len(p) > readChunk/4 {
-		return f.File.ReadAt(p, off)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	end := off + int64(len(p))
-	if off == f.next {
-		f.run++
-	} else {
-		f.run = 0
-	}
-	f.next = end
-	if off >= f.off && end <= f.off+int64(len(f.chunk)) {
-		return copy(p, f.chunk[off-f.off:]), nil
-	}
-	if f.run <= chunkAfter {
-		return f.File.ReadAt(p, off)
-	}
-	if f.chunk == nil {
-		f.chunk = make([]byte, readChunk)
-	}
-	n, err := f.File.ReadAt(f.chunk[:cap(f.chunk)], off)
-	f.chunk, f.off = f.chunk[:n], off
-	if errors.Is(err, io.EOF) && end <= off+int64(n) {
-		err = nil // the chunk ran past the end of the file, p did not
-	}
-	return copy(p, f.chunk), err
 }
 
 // Events makes on-disk corruption an error returned to the reader (and

@@ -33,7 +33,7 @@ func TestChunkedReader(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fs := readaheadFS{vfs.Default}
+	fs := keyspaceFS{FS: vfs.Default, readahead: true}
 	f, err := fs.Open(name, vfs.SequentialReadsOption)
 	if err != nil {
 		t.Fatal(err)
