@@ -428,7 +428,15 @@ func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job
 	eof := false
 	max := p.db.chunker.Params().Max
 	for seq := uint64(0); ; {
-		if !eof && len(buf) < max {
+		for len(known) > 0 && known[0].end < pos {
+			known = known[1:]
+		}
+		// A cut the blocks chunked ahead determine within buf needs no
+		// more bytes: taking it before refilling leaves a shorter tail to
+		// copy into the next block (the part of a slice that runs into
+		// it, instead of up to Max bytes).
+		n, ok := p.hinted(known, pos, buf, eof)
+		if !ok && !eof && len(buf) < max {
 			var next *block
 			select {
 			case next = <-in:
@@ -452,10 +460,6 @@ func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job
 			}
 			continue
 		}
-		for len(known) > 0 && known[0].end < pos {
-			known = known[1:]
-		}
-		n, ok := p.hinted(known, pos, buf, eof)
 		if !ok {
 			n = p.db.chunker.Cut(buf, eof)
 		}
