@@ -137,19 +137,21 @@ func (fs keyspaceFS) Create(name string, category vfs.DiskWriteCategory) (vfs.Fi
 // faulting in fresh pages, not traced), not less.
 type tableWriter struct {
 	vfs.File
-	buf []byte // what is held; nil once closed
-	err error  // the first failed write; sticky
+	buf []byte // what is held; nil once f is closed or failed
+	err error  // why f is unusable: the first failed write, or errClosed
 }
 
 func (f *tableWriter) Write(p []byte) (int, error) {
-	if f.buf == nil || f.err != nil || len(f.buf)+len(p) > cap(f.buf) {
+	if len(f.buf)+len(p) > cap(f.buf) || f.err != nil {
 		if err := f.flush(); err != nil {
 			return 0, err
 		}
 	}
 	if len(p) >= cap(f.buf) {
 		n, err := f.File.Write(p)
-		f.err = err
+		if err != nil {
+			f.fail(err)
+		}
 		return n, err
 	}
 	f.buf = append(f.buf, p...)
@@ -158,23 +160,40 @@ func (f *tableWriter) Write(p []byte) (int, error) {
 
 // flush writes out what f holds.
 func (f *tableWriter) flush() error {
-	switch {
-	case f.buf == nil:
-		return errClosed
-	case f.err == nil && len(f.buf) > 0:
-		_, f.err = f.File.Write(f.buf)
-		f.buf = f.buf[:0]
+	if f.err == nil && len(f.buf) > 0 {
+		if _, err := f.File.Write(f.buf); err != nil {
+			f.fail(err)
+		} else {
+			f.buf = f.buf[:0]
+		}
 	}
 	return f.err
 }
 
+// fail makes err sticky and closes f at once. Pebble closes an sstable
+// through vfs.syncingFile, whose Close returns when its Sync fails without
+// closing the file beneath; after a failed write every Sync fails, so
+// waiting for a Close would leak the file and the buffer.
+func (f *tableWriter) fail(err error) {
+	f.err = err
+	_ = f.release()
+}
+
+// release returns the buffer and closes the file.
+func (f *tableWriter) release() error {
+	bufpool.Put(f.buf)
+	f.buf = nil
+	return f.File.Close()
+}
+
+// Close writes out what f holds and closes the file; after a failed write
+// (the file is closed already) it returns that write's error.
 func (f *tableWriter) Close() error {
-	err := errors.Join(f.flush(), f.File.Close())
-	if f.buf != nil {
-		bufpool.Put(f.buf)
-		f.buf = nil
+	if err := f.flush(); err != nil {
+		return err
 	}
-	return err
+	f.err = errClosed
+	return f.release()
 }
 
 func (f *tableWriter) Sync() error {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -14,8 +15,8 @@ import (
 // fail is set.
 type writeCounter struct {
 	vfs.FS
-	writes int
-	fail   error
+	writes, closes int
+	fail           error
 }
 
 func (c *writeCounter) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
@@ -26,6 +27,11 @@ func (c *writeCounter) Create(name string, cat vfs.DiskWriteCategory) (vfs.File,
 type countedFile struct {
 	vfs.File
 	c *writeCounter
+}
+
+func (f *countedFile) Close() error {
+	f.c.closes++
+	return f.File.Close()
 }
 
 func (f *countedFile) Write(p []byte) (int, error) {
@@ -82,10 +88,10 @@ func TestTableWriter(t *testing.T) {
 	var want []byte
 	write := func(p []byte) {
 		t.Helper()
+		want = append(want, p...) // before: Write may scribble on p (vfs.File allows it)
 		if n, err := f.Write(p); n != len(p) || err != nil {
 			t.Fatalf("Write(%d bytes) = %d, %v", len(p), n, err)
 		}
-		want = append(want, p...)
 	}
 	for range 1000 { // shards of small Puts, each a block of ~600 bytes
 		write(block(600))
@@ -104,7 +110,11 @@ func TestTableWriter(t *testing.T) {
 		}
 	}
 	check("SyncTo", func() error { _, err := f.SyncTo(int64(len(want))); return err })
-	write(block(3 * writeBuffer)) // a large Put's shard: written directly
+	before := c.writes
+	write(block(3 * writeBuffer)) // larger than the buffer: written directly
+	if c.writes != before+1 {
+		t.Fatalf("a write of 3 buffers reached the file in %d writes, want 1", c.writes-before)
+	}
 	write(block(10))
 	check("Stat", func() error {
 		fi, err := f.Stat()
@@ -116,7 +126,11 @@ func TestTableWriter(t *testing.T) {
 	write(block(100))
 	check("Sync", f.Sync)
 	write(block(100))
+	closes := c.closes
 	check("Close", f.Close)
+	if err := f.Close(); !errors.Is(err, errClosed) || c.closes != closes+1 {
+		t.Fatalf("a second Close: %v, and %d closes of the file, want errClosed and 1", err, c.closes-closes)
+	}
 	if got, err := readAll(mem, "000001.sst"); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("the file's bytes differ from those written (%d against %d bytes, %v)", len(got), len(want), err)
 	}
@@ -132,7 +146,7 @@ func TestTableWriter(t *testing.T) {
 	if _, ok := g.(*tableWriter); ok {
 		t.Fatal("Create of a log returned a tableWriter")
 	}
-	before := c.writes
+	before = c.writes
 	if _, err := g.Write(block(600)); err != nil || c.writes != before+1 || size(t, mem, "000002.log") != 600 {
 		t.Fatalf("a log write: %v, %d writes reached the file, want 1", err, c.writes-before)
 	}
@@ -157,5 +171,37 @@ func TestTableWriter(t *testing.T) {
 	}
 	if err := h.Close(); !errors.Is(err, boom) {
 		t.Fatalf("Close after a failed write: %v, want %v", err, boom)
+	}
+}
+
+// TestTableWriterFailureCloses checks that an sstable whose write fails is
+// closed even though Pebble never reaches its Close: Pebble writes through
+// vfs.NewSyncingFile, whose Close returns as soon as its Sync fails.
+func TestTableWriterFailureCloses(t *testing.T) {
+	for _, finish := range []bool{true, false} {
+		c := &writeCounter{FS: vfs.NewMem()}
+		f, err := keyspaceFS{FS: c}.Create("000001.sst", vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As objstorageprovider creates an sstable's Writable.
+		w := objstorageprovider.NewFileWritable(vfs.NewSyncingFile(f, vfs.SyncingFileOptions{BytesPerSync: 512 << 10}))
+		for range 100 {
+			if err := w.Write(make([]byte, 600)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		boom := errors.New("disk full")
+		c.fail = boom
+		if finish {
+			if err := w.Finish(); !errors.Is(err, boom) {
+				t.Fatalf("Finish after a failed write: %v, want %v", err, boom)
+			}
+		} else {
+			w.Abort()
+		}
+		if c.closes != 1 {
+			t.Fatalf("finish %v: the file was closed %d times, want once", finish, c.closes)
+		}
 	}
 }
