@@ -18,17 +18,28 @@ var benchData = func() func() []byte {
 	}
 }()
 
-// BenchmarkCut chunks 64 MiB of random data with the default params.
+// BenchmarkCut chunks 64 MiB of random data with the default params: with
+// the vector code if this CPU runs it, and with the portable loop.
 func BenchmarkCut(b *testing.B) {
 	c := mustNew(b, testKey(1), DefaultParams())
 	data := benchData()
-	b.SetBytes(int64(len(data)))
-	b.ResetTimer()
-	for b.Loop() {
-		for pos := 0; pos < len(data); {
-			pos += c.Cut(data[pos:], true)
-		}
+	vector := haveVector
+	defer func() { haveVector = vector }()
+	run := func(name string, useVector bool) {
+		b.Run(name, func(b *testing.B) {
+			haveVector = useVector
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				for pos := 0; pos < len(data); {
+					pos += c.Cut(data[pos:], true)
+				}
+			}
+		})
 	}
+	if vector {
+		run("vector", true)
+	}
+	run("portable", false)
 }
 
 // BenchmarkBuzhash64Package is the baseline: the rollinghash package's Roll

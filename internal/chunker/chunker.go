@@ -61,8 +61,9 @@ type Chunker struct {
 	table [256]uint64 // buzhash64 byte table, derived from the key
 	mix   mixKey      // keyed non-linear pre-filter
 	prf   cipher.Block
-	t1    uint64 // pre-filter passes iff mix(d) < t1
-	t2    uint64 // PRF confirms iff prf(d) < t2
+	xk    [240]byte // the PRF key expanded for encrypt8, if haveVector
+	t1    uint64    // pre-filter passes iff mix(d) < t1
+	t2    uint64    // PRF confirms iff prf(d) < t2
 }
 
 // New returns a Chunker for key K_chunk (already derived by the caller from
@@ -80,6 +81,9 @@ func New(key [32]byte, p Params) (*Chunker, error) {
 		return nil, err // unreachable: the key is 32 bytes
 	}
 	c.prf = block
+	if haveVector {
+		c.xk = expandKey256(prfKey)
+	}
 	c.t1, c.t2 = thresholds(cutProbability(p))
 	return c, nil
 }
@@ -151,19 +155,32 @@ func (c *Chunker) scan(buf []byte, from int) int {
 	if c.isCut(d, &scratch) {
 		return from
 	}
+	i := 0 // windows rolled past from
+	if haveVector {
+		var cut int
+		if cut, i, d = c.scanVector(buf, from, d); cut > 0 {
+			return cut
+		}
+	}
+	return c.roll(buf, from, i, d, &scratch)
+}
+
+// roll is scan's loop on one core from the window i past from on; d is the
+// digest of the window before it.
+func (c *Chunker) roll(buf []byte, from, i int, d uint64, scratch *[aes.BlockSize]byte) int {
 	// Roll: the digest of buf[n-63:n+1] from that of buf[n-64:n]. With a
 	// 64-byte window the leaving byte has been rotated 64 times, i.e. not at
 	// all, so it is removed by a plain XOR of its table entry.
-	out := buf[from-WindowSize : len(buf)-WindowSize]
-	in := buf[from:]
+	out := buf[from-WindowSize+i : len(buf)-WindowSize]
+	in := buf[from+i:]
 	// Equal lengths let the compiler drop bounds checks in the loop, and
 	// copying the keys to locals keeps them in registers.
 	in = in[:len(out)]
 	t, mk, t1 := &c.table, c.mix, c.t1
-	for i, b := range in {
-		d = (d<<1 | d>>63) ^ (t[out[i]] ^ t[b])
-		if mk.apply(d) < t1 && c.confirm(d, &scratch) {
-			return from + i + 1
+	for j, b := range in {
+		d = (d<<1 | d>>63) ^ (t[out[j]] ^ t[b])
+		if mk.apply(d) < t1 && c.confirm(d, scratch) {
+			return len(buf) - len(in) + j + 1
 		}
 	}
 	return 0
