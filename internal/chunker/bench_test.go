@@ -21,13 +21,11 @@ var benchData = func() func() []byte {
 // BenchmarkCut chunks 64 MiB of random data with the default params: with
 // the vector code if this CPU runs it, and with the portable loop.
 func BenchmarkCut(b *testing.B) {
-	c := mustNew(b, testKey(1), DefaultParams())
 	data := benchData()
-	vector := haveVector
-	defer func() { haveVector = vector }()
-	run := func(name string, useVector bool) {
+	run := func(name string, vector bool) {
+		c := mustNew(b, testKey(1), DefaultParams())
+		c.vector = vector
 		b.Run(name, func(b *testing.B) {
-			haveVector = useVector
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
 				for pos := 0; pos < len(data); {
@@ -36,7 +34,7 @@ func BenchmarkCut(b *testing.B) {
 			}
 		})
 	}
-	if vector {
+	if haveVector {
 		run("vector", true)
 	}
 	run("portable", false)

@@ -61,9 +61,12 @@ type Chunker struct {
 	table [256]uint64 // buzhash64 byte table, derived from the key
 	mix   mixKey      // keyed non-linear pre-filter
 	prf   cipher.Block
-	xk    [240]byte // the PRF key expanded for encrypt8, if haveVector
-	t1    uint64    // pre-filter passes iff mix(d) < t1
-	t2    uint64    // PRF confirms iff prf(d) < t2
+	xk    [240]byte // the PRF key expanded for encrypt8, if vector
+	// vector is haveVector at New: scan takes the vector path, whose AES
+	// needs xk.
+	vector bool
+	t1     uint64 // pre-filter passes iff mix(d) < t1
+	t2     uint64 // PRF confirms iff prf(d) < t2
 }
 
 // New returns a Chunker for key K_chunk (already derived by the caller from
@@ -83,6 +86,7 @@ func New(key [32]byte, p Params) (*Chunker, error) {
 	c.prf = block
 	if haveVector {
 		c.xk = expandKey256(prfKey)
+		c.vector = true
 	}
 	c.t1, c.t2 = thresholds(cutProbability(p))
 	return c, nil
@@ -156,7 +160,7 @@ func (c *Chunker) scan(buf []byte, from int) int {
 		return from
 	}
 	i := 0 // windows rolled past from
-	if haveVector {
+	if c.vector {
 		var cut int
 		if cut, i, d = c.scanVector(buf, from, d); cut > 0 {
 			return cut

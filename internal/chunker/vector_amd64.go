@@ -1,13 +1,14 @@
-//go:build !purego
+//go:build gc && !purego
 
 package chunker
 
 import "golang.org/x/sys/cpu"
 
 // haveVector reports whether this CPU runs rollAVX512 and encrypt8.
+// GODEBUG=cpu.avx512f=off (or cpu.avx512dq=off, cpu.aes=off) turns it off.
 var haveVector = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasAES
 
-// rollAVX512 rolls the digest d over n windows (n > 0, a multiple of 8):
+// rollAVX512 rolls the digest d over n windows (a multiple of 8; none if 0):
 // window i drops win[i] and takes in win[i+WindowSize]. It stores the
 // digest after window i in ds[i], stores the pre-filter result of windows
 // 8g..8g+7 (bit j set iff mk.apply(ds[8g+j]) < t1) in byte g of mask, read

@@ -1,4 +1,4 @@
-//go:build !purego
+//go:build gc && !purego
 
 #include "textflag.h"
 
@@ -27,9 +27,9 @@ GLOBL rots<>(SB), RODATA|NOPTR, $64
 	MOVQ    AX, (8*off)(R13)
 
 // Hillis–Steele step of the digest scan: Z0[j] ^= rotl(Z0[j-s], s), with
-// zeros shifted in below lane s. imm is 8-s.
+// zeros (Z12) shifted in below lane s. imm is 8-s.
 #define SCAN(imm, s) \
-	VALIGNQ $imm, Z28, Z0, Z1; \
+	VALIGNQ $imm, Z12, Z0, Z1; \
 	VPROLQ  $s, Z1, Z1; \
 	VPXORQ  Z1, Z0, Z0
 
@@ -40,26 +40,26 @@ GLOBL rots<>(SB), RODATA|NOPTR, $64
 	ADDQ $64, R13
 
 // VGROUP turns the 8 X at (DI) into digests in place, stores their
-// pre-filter mask byte at (DX), and advances DI and DX. Z25 carries the
+// pre-filter mask byte at (DX), and advances DI and DX. Z9 carries the
 // last digest in every lane.
 #define VGROUP \
 	VMOVDQU64 (DI), Z0; \
 	SCAN(7, 1); \
 	SCAN(6, 2); \
 	SCAN(4, 4); \
-	VPERMQ    Z0, Z27, Z3; \
-	VPROLVQ   Z26, Z25, Z1; \
+	VPERMQ    Z0, Z11, Z3; \
+	VPROLVQ   Z10, Z9, Z1; \
 	VPXORQ    Z1, Z0, Z0; \
 	VMOVDQU64 Z0, (DI); \
-	VPROLQ    $8, Z25, Z25; \
-	VPXORQ    Z3, Z25, Z25; \
-	VPXORQ    Z20, Z0, Z1; \
-	VPMULLQ   Z21, Z1, Z1; \
+	VPROLQ    $8, Z9, Z9; \
+	VPXORQ    Z3, Z9, Z9; \
+	VPXORQ    Z4, Z0, Z1; \
+	VPMULLQ   Z5, Z1, Z1; \
 	VPSRLQ    $32, Z1, Z2; \
 	VPXORQ    Z2, Z1, Z1; \
-	VPXORQ    Z22, Z1, Z1; \
-	VPMULLQ   Z23, Z1, Z1; \
-	VPCMPUQ   $1, Z24, Z1, K1; \
+	VPXORQ    Z6, Z1, Z1; \
+	VPMULLQ   Z7, Z1, Z1; \
+	VPCMPUQ   $1, Z8, Z1, K1; \
 	KMOVB     K1, AX; \
 	MOVB      AX, (DX); \
 	ADDQ      $64, DI; \
@@ -78,18 +78,19 @@ TEXT ·rollAVX512(SB), NOSPLIT, $0-72
 	MOVQ n+40(FP), CX
 	MOVQ ds+48(FP), DI
 	MOVQ mask+56(FP), DX
-	VPBROADCASTQ 0(R9), Z20          // k0
-	VPBROADCASTQ 8(R9), Z21          // m0
-	VPBROADCASTQ 16(R9), Z22         // k1
-	VPBROADCASTQ 24(R9), Z23         // m1
-	VPBROADCASTQ t1+16(FP), Z24
-	VPBROADCASTQ d+24(FP), Z25       // carried digest, in every lane
-	VMOVDQU64    rots<>(SB), Z26
+	VPBROADCASTQ 0(R9), Z4          // k0
+	VPBROADCASTQ 8(R9), Z5          // m0
+	VPBROADCASTQ 16(R9), Z6         // k1
+	VPBROADCASTQ 24(R9), Z7         // m1
+	VPBROADCASTQ t1+16(FP), Z8
+	VPBROADCASTQ d+24(FP), Z9       // carried digest, in every lane
+	VMOVDQU64    rots<>(SB), Z10
 	MOVQ         $7, AX
-	VPBROADCASTQ AX, Z27             // lane index 7
-	VPXORQ       Z28, Z28, Z28
+	VPBROADCASTQ AX, Z11             // lane index 7
+	VPXORQ       Z12, Z12, Z12
 
 	SHRQ $3, CX                      // groups of 8 windows
+	JZ   none
 	MOVQ DI, R13
 	MOVQ CX, R10
 	CMPQ R10, $LEAD
@@ -124,6 +125,12 @@ last:
 
 	MOVQ -8(DI), AX
 	VZEROUPPER
+	MOVQ AX, ret+64(FP)
+	RET
+
+none:
+	VZEROUPPER
+	MOVQ d+24(FP), AX
 	MOVQ AX, ret+64(FP)
 	RET
 

@@ -1,8 +1,8 @@
-//go:build !amd64 || purego
+//go:build !amd64 || !gc || purego
 
 package chunker
 
-var haveVector = false
+const haveVector = false
 
 func rollAVX512(t *[256]uint64, mk *mixKey, t1 uint64, d uint64, win *byte, n int, ds *uint64, mask *uint64) uint64 {
 	panic("chunker: rollAVX512 without AVX-512")
