@@ -9,8 +9,9 @@ import (
 // rollAVX512 rolls the digest and applies the keyed mix to 8 windows per
 // instruction, and the pre-filter hits are confirmed 8 at a time by
 // encrypt8, whose blocks are independent, instead of one AES call per hit
-// that waits out all 14 rounds. TestVectorScan compares the two on every
-// window; TestGoldenCuts pins the result.
+// that waits out all 14 rounds. TestRollAVX512 compares every digest and
+// pre-filter bit with the scalar roll, TestVectorScan compares the cuts of
+// the two paths, and TestGoldenCuts pins them.
 
 // span is the number of windows scanVector rolls per rollAVX512 call: their
 // digests take 2 KiB of stack.
@@ -24,8 +25,9 @@ type hits struct {
 }
 
 // scanVector is scan's loop on the vector unit for the first multiple of 8
-// windows past from, whose first digest is d. It returns the boundary if it
-// finds one, else how many windows it rolled and the last digest.
+// windows past from; d is the digest of the window ending at from. It
+// returns the boundary if it finds one, else how many windows it rolled and
+// the last digest.
 func (c *Chunker) scanVector(buf []byte, from int, d uint64) (cut, rolled int, last uint64) {
 	var ds [span]uint64
 	var mask [span / 64]uint64
