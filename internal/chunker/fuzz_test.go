@@ -7,8 +7,8 @@ import (
 
 // FuzzCut checks, for valid random params, random data and random atEOF,
 // that Cut never panics, obeys its bounds and is pure: the same answer twice,
-// the same answer on a fresh Chunker, and a boundary never moves when more
-// bytes follow.
+// the same answer on a fresh Chunker and on the scalar loop (Candidate too),
+// and a boundary never moves when more bytes follow.
 func FuzzCut(f *testing.F) {
 	f.Add(uint16(0), uint16(100), uint16(1000), []byte("hello"), false, uint64(1))
 	f.Add(uint16(64), uint16(1), uint16(1), make([]byte, 300), true, uint64(2))
@@ -31,6 +31,15 @@ func FuzzCut(f *testing.F) {
 		}
 		if fresh := mustNew(t, key, p).Cut(data, atEOF); fresh != n {
 			t.Fatalf("Cut differs across Chunkers with one key: %d vs %d", n, fresh)
+		}
+		// The vector path, where this CPU has it, against the scalar loop.
+		scalar := *c
+		scalar.vector = false
+		if s := scalar.Cut(data, atEOF); s != n {
+			t.Fatalf("Cut = %d, scalar loop %d", n, s)
+		}
+		if v, s := c.Candidate(data), scalar.Candidate(data); v != s {
+			t.Fatalf("Candidate = %d, scalar loop %d", v, s)
 		}
 		// A content-defined boundary (not forced by Max or EOF) must stay
 		// put when the buffer grows, and a longer buffer must find it.
