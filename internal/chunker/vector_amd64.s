@@ -2,58 +2,43 @@
 
 #include "textflag.h"
 
-// rots is the rotation of the carried digest for the window ending after
-// each of 8 positions: lane j holds j+1.
-DATA rots<>+0x00(SB)/8, $1
-DATA rots<>+0x08(SB)/8, $2
-DATA rots<>+0x10(SB)/8, $3
-DATA rots<>+0x18(SB)/8, $4
-DATA rots<>+0x20(SB)/8, $5
-DATA rots<>+0x28(SB)/8, $6
-DATA rots<>+0x30(SB)/8, $7
-DATA rots<>+0x38(SB)/8, $8
-GLOBL rots<>(SB), RODATA|NOPTR, $64
+// LEAP is how many rows the lanes' table lookups run ahead of their vector
+// work in rollLanes.
+#define LEAP 4
 
-// LEAD is how many groups of 8 windows the table lookups run ahead.
-#define LEAD 4
-
-// One table lookup pair: X = T[win[off]] ^ T[win[off+64]], stored at
-// 8*off(R13).
-#define XPAIR(off) \
-	MOVBQZX off(SI), AX; \
-	MOVBQZX (off+64)(SI), BX; \
+// One lane's table lookup for the row: L = T[(SI)(lane offset)], stored in
+// the lane's slot of the row at (R13).
+#define LLOOK(addr, slot) \
+	MOVBQZX addr, AX; \
 	MOVQ    (R8)(AX*8), AX; \
-	XORQ    (R8)(BX*8), AX; \
-	MOVQ    AX, (8*off)(R13)
+	MOVQ    AX, (8*slot)(R13)
 
-// Hillis–Steele step of the digest scan: Z0[j] ^= rotl(Z0[j-s], s), with
-// zeros (Z12) shifted in below lane s. imm is 8-s.
-#define SCAN(imm, s) \
-	VALIGNQ $imm, Z12, Z0, Z1; \
-	VPROLQ  $s, Z1, Z1; \
-	VPXORQ  Z1, Z0, Z0
-
-// XGROUP stores X for the next 8 windows at (R13) and advances SI and R13.
-#define XGROUP \
-	XPAIR(0); XPAIR(1); XPAIR(2); XPAIR(3); XPAIR(4); XPAIR(5); XPAIR(6); XPAIR(7); \
-	ADDQ $8, SI; \
+// LROW looks up the next row's 8 incoming bytes, one per lane (lane l
+// reads l*stride past SI: R9 = stride, R10 = 3*stride, R11 = 5*stride,
+// R12 = 7*stride), and advances SI and R13.
+#define LROW \
+	LLOOK((SI), 0); \
+	LLOOK((SI)(R9*1), 1); \
+	LLOOK((SI)(R9*2), 2); \
+	LLOOK((SI)(R10*1), 3); \
+	LLOOK((SI)(R9*4), 4); \
+	LLOOK((SI)(R11*1), 5); \
+	LLOOK((SI)(R10*2), 6); \
+	LLOOK((SI)(R12*1), 7); \
+	INCQ SI; \
 	ADDQ $64, R13
 
-// VGROUP turns the 8 X at (DI) into digests in place, stores their
-// pre-filter mask byte at (DX), and advances DI and DX. Z9 carries the
-// last digest in every lane.
-#define VGROUP \
-	VMOVDQU64 (DI), Z0; \
-	SCAN(7, 1); \
-	SCAN(6, 2); \
-	SCAN(4, 4); \
-	VPERMQ    Z0, Z11, Z3; \
-	VPROLVQ   Z10, Z9, Z1; \
-	VPXORQ    Z1, Z0, Z0; \
-	VMOVDQU64 Z0, (DI); \
-	VPROLQ    $8, Z9, Z9; \
-	VPXORQ    Z3, Z9, Z9; \
-	VPXORQ    Z4, Z0, Z1; \
+// VROW rolls the 8 lanes' digests in Z9 by one row: X is the row's L at
+// 4096(BX) (incoming) XOR the L 64 rows before it at (BX) (leaving). It
+// stores the digests at (DI) and the row's pre-filter mask byte at (DX),
+// and advances BX, DI and DX.
+#define VROW \
+	VMOVDQU64 (BX), Z0; \
+	VPXORQ    4096(BX), Z0, Z0; \
+	VPROLQ    $1, Z9, Z9; \
+	VPXORQ    Z0, Z9, Z9; \
+	VMOVDQU64 Z9, (DI); \
+	VPXORQ    Z4, Z9, Z1; \
 	VPMULLQ   Z5, Z1, Z1; \
 	VPSRLQ    $32, Z1, Z2; \
 	VPXORQ    Z2, Z1, Z1; \
@@ -62,76 +47,64 @@ GLOBL rots<>(SB), RODATA|NOPTR, $64
 	VPCMPUQ   $1, Z8, Z1, K1; \
 	KMOVB     K1, AX; \
 	MOVB      AX, (DX); \
+	ADDQ      $64, BX; \
 	ADDQ      $64, DI; \
 	INCQ      DX
 
-// func rollAVX512(t *[256]uint64, mk *mixKey, t1 uint64, d uint64, win *byte, n int, ds *uint64, mask *uint64) uint64
+// func rollLanes(t *[256]uint64, mk *mixKey, t1 uint64, win *byte, stride int, n int, ls *uint64, ds *uint64, mask *byte)
 // Requires: AVX512F, AVX512DQ
 //
-// The scalar table lookups (XGROUP) run LEAD groups ahead of the vector
-// scan and mix (VGROUP) in one loop, so the integer and vector units work
-// at once, and the vector load of a group's X finds its stores retired.
-TEXT ·rollAVX512(SB), NOSPLIT, $0-72
+// Each lane is one digest rolled along its own stretch of bytes, so no
+// lane waits for another: a row costs one rotate and two XORs for 8
+// windows, where 8 windows of one stretch would need a prefix scan (three
+// shuffles, rotates and XORs, and a carry). The scalar table lookups
+// (LROW) run LEAP rows ahead of the vector work (VROW) in one loop, so the
+// integer and vector units work at once, and a row's vector load finds its
+// lookups' stores retired.
+TEXT ·rollLanes(SB), NOSPLIT, $0-72
 	MOVQ t+0(FP), R8
-	MOVQ mk+8(FP), R9
-	MOVQ win+32(FP), SI
-	MOVQ n+40(FP), CX
-	MOVQ ds+48(FP), DI
-	MOVQ mask+56(FP), DX
-	VPBROADCASTQ 0(R9), Z4          // k0
-	VPBROADCASTQ 8(R9), Z5          // m0
-	VPBROADCASTQ 16(R9), Z6         // k1
-	VPBROADCASTQ 24(R9), Z7         // m1
+	MOVQ mk+8(FP), AX
+	VPBROADCASTQ 0(AX), Z4          // k0
+	VPBROADCASTQ 8(AX), Z5          // m0
+	VPBROADCASTQ 16(AX), Z6         // k1
+	VPBROADCASTQ 24(AX), Z7         // m1
 	VPBROADCASTQ t1+16(FP), Z8
-	VPBROADCASTQ d+24(FP), Z9       // carried digest, in every lane
-	VMOVDQU64    rots<>(SB), Z10
-	MOVQ         $7, AX
-	VPBROADCASTQ AX, Z11             // lane index 7
-	VPXORQ       Z12, Z12, Z12
+	VPXORQ       Z9, Z9, Z9          // every lane starts from the zero digest
+	MOVQ win+24(FP), SI
+	MOVQ stride+32(FP), R9
+	LEAQ (R9)(R9*2), R10
+	LEAQ (R9)(R9*4), R11
+	LEAQ (R10)(R9*4), R12
+	MOVQ ls+48(FP), BX
+	LEAQ 4096(BX), R13               // row 64 of ls: the first incoming L
+	MOVQ ds+56(FP), DI
+	MOVQ mask+64(FP), DX
 
-	SHRQ $3, CX                      // groups of 8 windows
-	JZ   none
-	MOVQ DI, R13
-	MOVQ CX, R10
-	CMPQ R10, $LEAD
-	JLE  lead
-	MOVQ $LEAD, R10
+	MOVQ $LEAP, CX
+lanesLead:
+	LROW
+	DECQ CX
+	JNZ  lanesLead
 
-lead:
-	XGROUP
-	DECQ R10
-	JNZ  lead
+	MOVQ n+40(FP), CX
+	SUBQ $LEAP, CX
+	JZ   lanesTail
 
-	MOVQ CX, R10
-	SUBQ $LEAD, R10                  // groups with lookups still to do
-	JLE  tail
+lanesBoth:
+	LROW
+	VROW
+	DECQ CX
+	JNZ  lanesBoth
 
-both:
-	XGROUP
-	VGROUP
-	DECQ R10
-	JNZ  both
+lanesTail:
+	MOVQ $LEAP, CX
 
-tail:
-	MOVQ CX, R10
-	CMPQ R10, $LEAD
-	JLE  last
-	MOVQ $LEAD, R10
+lanesLast:
+	VROW
+	DECQ CX
+	JNZ  lanesLast
 
-last:
-	VGROUP
-	DECQ R10
-	JNZ  last
-
-	MOVQ -8(DI), AX
 	VZEROUPPER
-	MOVQ AX, ret+64(FP)
-	RET
-
-none:
-	VZEROUPPER
-	MOVQ d+24(FP), AX
-	MOVQ AX, ret+64(FP)
 	RET
 
 // One AES round on the eight blocks in X0–X7 with the round key at off(AX).

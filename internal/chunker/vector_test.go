@@ -5,9 +5,7 @@ import (
 	"encoding/hex"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"testing"
-	"unsafe"
 )
 
 // needVector skips a test of the vector code on a CPU without it, or fails
@@ -24,75 +22,71 @@ func needVector(t *testing.T) {
 	t.Skip("no AVX-512 on this CPU")
 }
 
-// rollScalar is rollAVX512's result computed one window at a time.
-func rollScalar(c *Chunker, t1, d uint64, win []byte, n int) (ds, mask []uint64, last uint64) {
-	ds, mask = make([]uint64, n), make([]uint64, (n+63)/64)
-	for i := range n {
-		d = (d<<1 | d>>63) ^ c.table[win[i]] ^ c.table[win[i+WindowSize]]
-		ds[i] = d
-		if c.mix.apply(d) < t1 {
-			mask[i/64] |= 1 << (i % 64)
-		}
-	}
-	return ds, mask, d
-}
-
-// TestRollAVX512 compares the vector roll with the scalar one at many
-// offsets and for lengths below, at and above the lookups' lead, with
-// pre-filter rates from never to always, and with t1 exactly at a digest's
-// mix value and one above it (the compare is "less than").
-func TestRollAVX512(t *testing.T) {
+// TestRollLanes compares each of rollLanes' lanes with a digest rolled one
+// byte at a time from zero, for row counts around the lookups' lead and
+// the 64 priming rows, strides that make the lanes overlap or leave gaps,
+// and pre-filter rates from never to always.
+func TestRollLanes(t *testing.T) {
 	needVector(t)
-	data := randBytes(30, 1<<16)
-	c := mustNew(t, testKey(30), DefaultParams())
-	r := rand.New(rand.NewPCG(5, 6))
-	for _, n := range []int{0, 8, 16, 24, 32, 40, 64, 256, 1024} {
-		for off := 0; off+n+WindowSize <= len(data); off += 997 {
-			win := data[off : off+n+WindowSize]
-			d := c.prime(data[max(off-WindowSize, 0):off]) ^ uint64(off)
-			t1s := []uint64{0, toThreshold(1.0 / 64), toThreshold(1.0 / 2), ^uint64(0)}
-			if n > 0 {
-				all, _, _ := rollScalar(c, 0, d, win, n)
-				edge := c.mix.apply(all[r.IntN(n)])
-				t1s = append(t1s, edge, edge+1)
-			}
-			for _, t1 := range t1s {
-				wantDS, wantMask, wantLast := rollScalar(c, t1, d, win, n)
-				ds, mask := make([]uint64, n+1), make([]uint64, len(wantMask)+1)
-				last := rollAVX512(&c.table, &c.mix, t1, d, &win[0], n, &ds[0], &mask[0])
-				if !slices.Equal(ds[:n], wantDS) || !slices.Equal(mask[:len(wantMask)], wantMask) || last != wantLast {
-					t.Fatalf("t1 %#x n %d off %d: vector roll differs from scalar", t1, n, off)
+	c := mustNew(t, testKey(32), DefaultParams())
+	data := randBytes(32, 1<<16)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{64, 65, 68, 72, 100, 128, 517, 2048 + 64} {
+		for _, stride := range []int{1, 64, 300, n} {
+			off := r.IntN(len(data) - 7*stride - n + 1)
+			win := data[off:]
+			for _, t1 := range []uint64{0, toThreshold(1.0 / 64), toThreshold(1.0 / 2), ^uint64(0)} {
+				ls := make([]uint64, 8*(n+WindowSize))
+				ds := make([]uint64, 8*n)
+				mask := make([]byte, n)
+				rollLanes(&c.table, &c.mix, t1, &win[0], stride, n, &ls[0], &ds[0], &mask[0])
+				for l := range 8 {
+					var d uint64
+					for row := range n {
+						d = (d<<1 | d>>63) ^ c.table[win[l*stride+row]]
+						if row >= WindowSize {
+							d ^= c.table[win[l*stride+row-WindowSize]]
+						}
+						hit := c.mix.apply(d) < t1
+						if ds[8*row+l] != d || (mask[row]>>l)&1 == 1 != hit || ls[8*(row+WindowSize)+l] != c.table[win[l*stride+row]] {
+							t.Fatalf("n %d stride %d t1 %#x: lane %d row %d differs from the scalar roll", n, stride, t1, l, row)
+						}
+					}
 				}
 			}
 		}
 	}
 }
 
-// TestRollAVX512Bounds checks that rollAVX512 writes nothing around ds and
-// the mask bytes it owns.
-func TestRollAVX512Bounds(t *testing.T) {
+// TestRollLanesBounds checks that rollLanes writes nothing around ds, mask
+// and the lookups it owns (ls from row 64 on).
+func TestRollLanesBounds(t *testing.T) {
 	needVector(t)
 	c := mustNew(t, testKey(8), DefaultParams())
-	data := randBytes(8, span+WindowSize)
+	data := randBytes(8, 8*200)
 	const guard = 0x5a
-	for n := 0; n <= span; n += 8 {
-		ds := make([]uint64, n+16)
-		mb := make([]byte, span/8+16)
-		for i := range ds {
-			ds[i] = guard
-		}
-		for i := range mb {
-			mb[i] = guard
-		}
-		rollAVX512(&c.table, &c.mix, ^uint64(0), 0, &data[0], n, &ds[8], (*uint64)(unsafe.Pointer(&mb[8])))
-		for i := range 8 {
-			if ds[i] != guard || ds[8+n+i] != guard {
-				t.Fatalf("n %d: wrote outside ds", n)
+	for _, n := range []int{64, 65, 71, 72, 128, 199} {
+		ls := make([]uint64, 8*(n+WindowSize)+16)
+		ds := make([]uint64, 8*n+16)
+		mask := make([]byte, n+16)
+		for _, b := range [][]uint64{ls, ds} {
+			for i := range b {
+				b[i] = guard
 			}
 		}
-		for i := range mb {
-			if (i < 8 || i >= 8+n/8) && mb[i] != guard {
-				t.Fatalf("n %d: wrote mask byte %d", n, i-8)
+		for i := range mask {
+			mask[i] = guard
+		}
+		clear(ls[8 : 8+8*WindowSize])
+		rollLanes(&c.table, &c.mix, ^uint64(0), &data[0], 200, n, &ls[8], &ds[8], &mask[8])
+		for i := range 8 {
+			if ls[i] != guard || ls[8+8*(n+WindowSize)+i] != guard || ds[i] != guard || ds[8+8*n+i] != guard || mask[i] != guard || mask[8+n+i] != guard {
+				t.Fatalf("n %d: wrote outside ls, ds or mask", n)
+			}
+		}
+		for i := range 8 * WindowSize {
+			if ls[8+i] != 0 {
+				t.Fatalf("n %d: wrote ls[%d], which holds the leaving bytes' lookups of the first rows", n, i)
 			}
 		}
 	}
@@ -144,9 +138,11 @@ func TestExpandKey256FIPS197(t *testing.T) {
 
 // TestVectorScan compares Cut and Candidate on the vector path with the
 // same Chunker on the scalar loop alone: for random, constant and periodic
-// data, many window starts and buffer lengths up to 8 spans, and cut rates
-// from 1/Max to every window (there the AES batches fill up at once), and
-// with sparse pre-filter hits (there pending hits are confirmed by age).
+// data, many window starts, buffer lengths up to 2048 and, fewer, up to
+// three times 8*laneRows (so both partial and full lane stretches, and
+// the scalar loop's remainder), cut rates from 1/Max to every window (there
+// the AES batches fill up at once and several hits of a batch confirm), and
+// with sparse pre-filter hits (batches left part full).
 func TestVectorScan(t *testing.T) {
 	needVector(t)
 	periodic := make([]byte, 1<<18)
@@ -164,6 +160,7 @@ func TestVectorScan(t *testing.T) {
 		{Min: 64, Avg: 100, Max: 3000},
 		{Min: 200, Avg: 700, Max: 3000},
 		{Min: 1000, Avg: 4000, Max: 8000},
+		{Min: 64, Avg: 40000, Max: 100000},
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for name, data := range inputs {
@@ -175,8 +172,12 @@ func TestVectorScan(t *testing.T) {
 				}
 				sc := *vc
 				sc.vector = false
-				for range 1000 {
-					end := r.IntN(min(8*span, len(data)) + 1)
+				for k := range 1030 {
+					most := 2048
+					if k >= 1000 {
+						most = 3*8*laneRows + 100
+					}
+					end := r.IntN(min(most, len(data)) + 1)
 					off := r.IntN(len(data) - end + 1)
 					buf := data[off : off+end]
 					eof := r.IntN(2) == 0
