@@ -62,7 +62,7 @@ const (
 	minLaneRows = 64
 )
 
-// lanes is rollLanes' scratch, 145 KiB: too large for the stack, and
+// lanes is rollLanes' scratch, 141 KiB: too large for the stack, and
 // taken from bufpool, outside the Go heap. A sync.Pool of them raised the
 // peak RSS of an 8 GiB Put by 2.5 MiB (the collector drops pooled objects
 // and lets the heap grow to twice what is live), which the 64 MiB budget

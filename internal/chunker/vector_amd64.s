@@ -80,6 +80,8 @@ TEXT ·rollLanes(SB), NOSPLIT, $0-72
 	MOVQ ds+56(FP), DI
 	MOVQ mask+64(FP), DX
 
+	CMPQ n+40(FP), $LEAP             // fewer rows than the lead: nothing to do (callers pass 64 or more)
+	JLT  lanesDone
 	MOVQ $LEAP, CX
 lanesLead:
 	LROW
@@ -104,6 +106,7 @@ lanesLast:
 	DECQ CX
 	JNZ  lanesLast
 
+lanesDone:
 	VZEROUPPER
 	RET
 

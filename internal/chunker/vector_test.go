@@ -22,6 +22,23 @@ func needVector(t *testing.T) {
 	t.Skip("no AVX-512 on this CPU")
 }
 
+// laneDigests is rollLanes' ds computed one byte at a time: each lane
+// rolled from zero, with no leaving byte in its first WindowSize rows.
+func laneDigests(c *Chunker, win []byte, stride, n int) []uint64 {
+	ds := make([]uint64, 8*n)
+	for l := range 8 {
+		var d uint64
+		for row := range n {
+			d = (d<<1 | d>>63) ^ c.table[win[l*stride+row]]
+			if row >= WindowSize {
+				d ^= c.table[win[l*stride+row-WindowSize]]
+			}
+			ds[8*row+l] = d
+		}
+	}
+	return ds
+}
+
 // TestRollLanes compares each of rollLanes' lanes with a digest rolled one
 // byte at a time from zero, for row counts around the lookups' lead and
 // the 64 priming rows, strides that make the lanes overlap or leave gaps,
@@ -40,13 +57,10 @@ func TestRollLanes(t *testing.T) {
 				ds := make([]uint64, 8*n)
 				mask := make([]byte, n)
 				rollLanes(&c.table, &c.mix, t1, &win[0], stride, n, &ls[0], &ds[0], &mask[0])
+				want := laneDigests(c, win, stride, n)
 				for l := range 8 {
-					var d uint64
 					for row := range n {
-						d = (d<<1 | d>>63) ^ c.table[win[l*stride+row]]
-						if row >= WindowSize {
-							d ^= c.table[win[l*stride+row-WindowSize]]
-						}
+						d := want[8*row+l]
 						hit := c.mix.apply(d) < t1
 						if ds[8*row+l] != d || (mask[row]>>l)&1 == 1 != hit || ls[8*(row+WindowSize)+l] != c.table[win[l*stride+row]] {
 							t.Fatalf("n %d stride %d t1 %#x: lane %d row %d differs from the scalar roll", n, stride, t1, l, row)
