@@ -71,10 +71,15 @@ func derivePRFKey(key [32]byte) (k [32]byte) {
 // confirm is the second stage: AES-256 of the digest (zero padded) as a PRF,
 // compared with t2. It runs only on pre-filter hits, so its ~21 ns matter little.
 func (c *Chunker) confirm(d uint64, s *[aes.BlockSize]byte) bool {
+	return c.prfValue(d, s) < c.t2
+}
+
+// prfValue is the value confirm compares with t2.
+func (c *Chunker) prfValue(d uint64, s *[aes.BlockSize]byte) uint64 {
 	binary.LittleEndian.PutUint64(s[:8], d)
 	clear(s[8:])
 	c.prf.Encrypt(s[:], s[:])
-	return binary.LittleEndian.Uint64(s[:8]) < c.t2
+	return binary.LittleEndian.Uint64(s[:8])
 }
 
 // cutProbability returns the per-position cut probability q for which the

@@ -19,7 +19,7 @@ import (
 // (A constant byte would not do: the XOR of the 64 rotations of a word
 // with an even number of set bits is zero, and would cancel out.)
 func poisonScratch() {
-	b := bufpool.Get(int(unsafe.Sizeof(lanes{})))
+	b := bufpool.Get(lanesSize)
 	b = b[:cap(b)]
 	poisonRand.Read(b)
 	bufpool.Put(b)
@@ -27,18 +27,11 @@ func poisonScratch() {
 
 var poisonRand = rand.NewChaCha8([32]byte{42})
 
-// aesValue is the value confirm compares with t2.
-func aesValue(c *Chunker, d uint64) uint64 {
-	var s [16]byte
-	binary.LittleEndian.PutUint64(s[:8], d)
-	c.prf.Encrypt(s[:], s[:])
-	return binary.LittleEndian.Uint64(s[:8])
-}
-
 // craftBlock returns a 64-byte window whose digest passes the pre-filter t1
 // with an AES value as low as a search finds, and that value.
 func craftBlock(c *Chunker, t1 uint64) (blk [WindowSize]byte, a uint64) {
 	r := rand.New(rand.NewPCG(11, 12))
+	var scratch [16]byte
 	a = ^uint64(0)
 	var w [WindowSize]byte
 	for range 1 << 18 {
@@ -49,7 +42,7 @@ func craftBlock(c *Chunker, t1 uint64) (blk [WindowSize]byte, a uint64) {
 		if c.mix.apply(d) >= t1 {
 			continue
 		}
-		if v := aesValue(c, d); v < a {
+		if v := c.prfValue(d, &scratch); v < a {
 			blk, a = w, v
 		}
 	}
@@ -59,10 +52,10 @@ func craftBlock(c *Chunker, t1 uint64) (blk [WindowSize]byte, a uint64) {
 // stretch is one scanLanes call: windows i+1 to i+8*rows past from.
 type stretch struct{ i, rows int }
 
-// reviewLayouts are window counts past from with the stretches scanVector
+// stretchLayouts are window counts past from with the stretches scanVector
 // must split them into (laneRows 1024, at least 64 rows, rows a multiple of
 // 8) and the windows left to the scalar loop.
-var reviewLayouts = []struct {
+var stretchLayouts = []struct {
 	windows   int
 	stretches []stretch
 	rem       int
@@ -93,7 +86,7 @@ func TestCutAtStretchEdges(t *testing.T) {
 	sc := *vc
 	sc.vector = false
 	seed := uint64(0)
-	for _, lay := range reviewLayouts {
+	for _, lay := range stretchLayouts {
 		// The layout is what scanVector does (via its return value).
 		if got := func() int {
 			buf := randBytes(1, WindowSize+lay.windows)
@@ -258,7 +251,7 @@ func TestScanReadBounds(t *testing.T) {
 	vc.t1 = 0 // no hits: every scan rolls to the end
 	sc := *vc
 	sc.vector = false
-	for _, lay := range reviewLayouts {
+	for _, lay := range stretchLayouts {
 		for _, from := range []int{WindowSize, 200} {
 			f, b := guarded(t, from+lay.windows)
 			src := randBytes(uint64(lay.windows), from+lay.windows)

@@ -32,7 +32,7 @@ func (c *Chunker) scanVector(buf []byte, from int, d uint64) (cut, rolled int, l
 	if (len(buf)-from)/8 < minLaneRows {
 		return 0, 0, d
 	}
-	buf8 := bufpool.Get(int(unsafe.Sizeof(lanes{})))
+	buf8 := bufpool.Get(lanesSize)
 	defer bufpool.Put(buf8)
 	lw := (*lanes)(unsafe.Pointer(unsafe.SliceData(buf8)))
 	var h hits
@@ -72,6 +72,8 @@ type lanes struct {
 	ds   [8 * (laneRows + WindowSize)]uint64
 	mask [laneRows + WindowSize]byte
 }
+
+const lanesSize = int(unsafe.Sizeof(lanes{}))
 
 // scanLanes rolls windows i to i+8*rows past from, lane l taking windows
 // i+l*rows onwards, and confirms all their pre-filter hits. It
