@@ -60,8 +60,12 @@ SIZE_BYTES=$(numfmt --from=iec "${SIZE:-1G}")
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$WORK/bin/sealkvbench
-RES=$WORK/results-$MODE.tsv
-LOG=$WORK/log
+# A warm run (DROP_CACHES=0) keeps its raw results and logs apart from a
+# cold one, so that running both in a row loses neither.
+WARM=
+if [ "$DROP_CACHES" = 0 ]; then WARM=-warm; fi
+RES=$WORK/results-$MODE$WARM.tsv
+LOG=$WORK/log$WARM
 export RESTIC_PASSWORD_FILE=$WORK/restic-password
 export RESTIC_CACHE_DIR=$WORK/restic-cache
 export BORG_PASSPHRASE=sealkv-bench
@@ -493,9 +497,9 @@ versioned) mode_versioned ;;
 smallfiles) mode_smallfiles ;;
 budget) mode_budget ;;
 all)
-	MODE=file RES=$WORK/results-file.tsv mode_file
-	RES=$WORK/results-versioned.tsv mode_versioned
-	RES=$WORK/results-smallfiles.tsv mode_smallfiles
+	MODE=file RES=$WORK/results-file$WARM.tsv mode_file
+	RES=$WORK/results-versioned$WARM.tsv mode_versioned
+	RES=$WORK/results-smallfiles$WARM.tsv mode_smallfiles
 	;;
 *)
 	echo "usage: $0 [file|versioned|smallfiles|budget|all]" >&2
