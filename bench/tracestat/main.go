@@ -29,8 +29,15 @@ type goroutine struct {
 	where string     // its innermost sealkv or Pebble frame when it last entered a syscall
 }
 
-// window accumulates the time spent in one window, in nanoseconds.
-type window struct{ running, syscall, sync float64 }
+// A window accumulates nanoseconds of goroutine time, by state.
+type window [3]float64
+
+// The states a window counts.
+const (
+	running = iota
+	inSyscall
+	inSync
+)
 
 func main() {
 	width := flag.Duration("window", 100*time.Millisecond, "width of a time window")
@@ -55,15 +62,15 @@ func main() {
 		first, last trace.Time
 		w           = float64(width.Nanoseconds())
 	)
-	// add spreads [a, b) over the windows it covers.
-	add := func(a, b trace.Time, field func(*window) *float64) {
+	// add spreads [a, b) over the windows it covers, as time in state.
+	add := func(a, b trace.Time, state int) {
 		for t := a; t < b; {
 			k := int(float64(t-first) / w)
 			for len(windows) <= k {
 				windows = append(windows, window{})
 			}
 			end := min(b, first+trace.Time(float64(k+1)*w))
-			*field(&windows[k]) += float64(end - t)
+			windows[k][state] += float64(end - t)
 			t = end
 		}
 	}
@@ -95,15 +102,15 @@ func main() {
 		}
 		switch from {
 		case trace.GoRunning:
-			add(g.since, ev.Time(), func(w *window) *float64 { return &w.running })
+			add(g.since, ev.Time(), running)
 		case trace.GoSyscall:
 			d := ev.Time() - g.since
 			bySyscall[g.where] += float64(d)
+			state := inSyscall
 			if strings.HasSuffix(g.where, "Sync") || strings.HasSuffix(g.where, "SyncData") {
-				add(g.since, ev.Time(), func(w *window) *float64 { return &w.sync })
-			} else {
-				add(g.since, ev.Time(), func(w *window) *float64 { return &w.syscall })
+				state = inSync
 			}
+			add(g.since, ev.Time(), state)
 			if *long > 0 && time.Duration(d) >= *long {
 				fmt.Printf("syscall %8.1f–%8.1f ms (%5.1f ms) g%d %s\n", ms(g.since-first), ms(ev.Time()-first), ms(d), id, g.where)
 			}
@@ -114,14 +121,14 @@ func main() {
 		g.since = ev.Time()
 	}
 	wall := last - first
-	var running float64
+	var ran float64
 	for _, x := range windows {
-		running += x.running
+		ran += x[running]
 	}
-	fmt.Printf("\n%.0f ms traced; goroutines ran %.2f Ps on average\n", ms(wall), running/float64(wall))
+	fmt.Printf("\n%.0f ms traced; goroutines ran %.2f Ps on average\n", ms(wall), ran/float64(wall))
 	fmt.Printf("\n%9s  %7s  %12s  %12s\n", "window ms", "Ps run", "in syscalls", "in syncs")
 	for k, x := range windows {
-		fmt.Printf("%9.0f  %7.2f  %12.2f  %12.2f\n", float64(k)*w/1e6, x.running/w, x.syscall/w, x.sync/w)
+		fmt.Printf("%9.0f  %7.2f  %12.2f  %12.2f\n", float64(k)*w/1e6, x[running]/w, x[inSyscall]/w, x[inSync]/w)
 	}
 	type entry struct {
 		where string

@@ -47,10 +47,7 @@ func faults() {
 		start := time.Now()
 		for range rounds {
 			b, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, flags)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "vmprobe:", err)
-				os.Exit(1)
-			}
+			check(err)
 			for i := 0; i < size; i += page {
 				b[i] = 1
 			}
@@ -113,15 +110,10 @@ func stalls(dir string) {
 	for n := range 6 {
 		name := filepath.Join(dir, fmt.Sprintf("vmprobe-%d", n))
 		f, err := os.Create(name)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "vmprobe:", err)
-			os.Exit(1)
-		}
+		check(err)
 		for range 256 {
-			if _, err := f.Write(buf); err != nil {
-				fmt.Fprintln(os.Stderr, "vmprobe:", err)
-				os.Exit(1)
-			}
+			_, err := f.Write(buf)
+			check(err)
 		}
 		a := time.Since(t0)
 		err = f.Sync()
@@ -138,3 +130,12 @@ func stalls(dir string) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// check exits on an error: a probe that cannot map memory or write files
+// has nothing to measure.
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmprobe:", err)
+		os.Exit(1)
+	}
+}
