@@ -219,13 +219,9 @@ func (db *DB) commitPuts(ps []*staged) ([]*Data, error) {
 			s.p.published(s.p.added)
 			s.p.chunkWritten()
 		}
-		if err != nil {
-			// Committed, but the shards of a slice two Puts sealed were not
-			// all removed: the intent committed with the records lets the
-			// next Open finish that.
-			db.opts.Logger.Warn("sealkv: removing duplicate shards failed; the next Open retries", "error", err)
-		}
-		return ds, synced, nil
+		// Committed: if removing the shards of a slice two Puts sealed
+		// failed, the next Open finishes that.
+		return ds, synced, db.afterCommit(rel, err)
 	}()
 	if err == nil && !synced {
 		// Group commit: concurrent Puts share this WAL sync, which also

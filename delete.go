@@ -63,7 +63,8 @@ func (db *DB) Delete(ctx context.Context, key string) (_ *DeleteReport, err erro
 		_ = rel.b.Delete(record.ChildKey(d.Parent, key), nil)
 	}
 	db.stats.Data--
-	return db.finishLocked(rel)
+	rep, err := db.finishLocked(rel)
+	return rep, db.afterCommit(rel, err)
 }
 
 // PruneVersions removes all but the keep newest older versions of key (the
@@ -98,7 +99,8 @@ func (db *DB) PruneVersions(ctx context.Context, key string, keep int) (_ *Delet
 	}
 	d.Versions = d.Versions[drop:]
 	_ = rel.b.Set(record.DataKey(key), d.Encode(), nil)
-	return db.finishLocked(rel)
+	rep, err := db.finishLocked(rel)
+	return rep, db.afterCommit(rel, err)
 }
 
 func (db *DB) dropVersion(rel *release, v *record.Version) error {
@@ -198,6 +200,19 @@ func (db *DB) finishLocked(r *release) (*DeleteReport, error) {
 	r.lazySync = false
 	rep, _, err := db.finishRelease(r)
 	return rep, err
+}
+
+// afterCommit is err unless r committed, when only removing the shards of
+// the slices it dropped can have failed: the change is made and durable,
+// and the intent committed with it lets the next Open remove them (an
+// object store with a domain down must not turn a done Delete into an
+// error, nor a caller's retry into ErrNotFound). That failure is logged.
+func (db *DB) afterCommit(r *release, err error) error {
+	if err != nil && r.committed {
+		db.opts.Logger.Warn("sealkv: removing the shards of dropped slices failed; the next Open retries", "error", err)
+		return nil
+	}
+	return err
 }
 
 // commitRelease is finishLocked that may leave the sync to the caller

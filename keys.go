@@ -114,7 +114,7 @@ func ParseKeys(b []byte) (*Keys, error) {
 			return nil, fmt.Errorf("%w: bad public key: %v", ErrInvalidKeys, err)
 		}
 		if v == keysVersion2 {
-			xpk, err := ecdh.X25519().NewPublicKey(rest[mlkem1024.PublicKeySize : mlkem1024.PublicKeySize+seal.X25519Size])
+			xpk, err := parseX25519(rest[mlkem1024.PublicKeySize : mlkem1024.PublicKeySize+seal.X25519Size])
 			if err != nil {
 				return nil, fmt.Errorf("%w: bad X25519 public key: %v", ErrInvalidKeys, err)
 			}
@@ -125,6 +125,24 @@ func ParseKeys(b []byte) (*Keys, error) {
 	}
 	copy(k.secret[:], rest[len(rest)-storeSecretLen:])
 	return k, nil
+}
+
+// parseX25519 decodes an X25519 public key and refuses a low-order point,
+// with which every session's key agreement would fail (crypto/ecdh checks
+// that only when agreeing): one agreement with a fixed scalar tells.
+func parseX25519(b []byte) (*ecdh.PublicKey, error) {
+	pk, err := ecdh.X25519().NewPublicKey(b)
+	if err != nil {
+		return nil, err
+	}
+	probe, err := ecdh.X25519().NewPrivateKey(make([]byte, seal.X25519Size))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := probe.ECDH(pk); err != nil {
+		return nil, err
+	}
+	return pk, nil
 }
 
 // MarshalBinary encodes k for storage. Write-only keys encode the public keys

@@ -147,7 +147,8 @@ type Options struct {
 	Concurrency int
 
 	// SliceStore keeps the shards. Nil means a Pebble instance in
-	// DIR/slices. The DB takes ownership: Close closes it.
+	// DIR/slices. A DB that Open returns takes ownership: Close closes
+	// it. If Open fails, the SliceStore stays the caller's, open.
 	SliceStore SliceStore
 
 	// Logger receives recovery and storage-engine messages; slog.Default()
@@ -362,8 +363,12 @@ func openError(err error) error {
 	return fmt.Errorf("sealkv: opening store: %w", err)
 }
 
+// closeKeyspaces closes what a failed Open opened: the meta keyspace and,
+// unless it is the caller's (Options.SliceStore), the slice keyspace.
 func (db *DB) closeKeyspaces() {
-	db.slices.Close()
+	if db.opts.SliceStore == nil {
+		db.slices.Close()
+	}
 	db.meta.Close()
 }
 

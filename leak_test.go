@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/slicestore"
 )
 
@@ -29,6 +30,7 @@ type soakSample struct {
 	at         time.Duration // since the loop started
 	heap       float64       // runtime.MemStats.HeapInuse after runtime.GC
 	goroutines float64
+	pooled     float64 // bufpool.Outstanding: large buffers outside the Go heap not yet returned
 	fds        float64 // entries in /proc/self/fd
 	rss        float64 // VmRSS
 	meta       float64 // bytes allocated on disk under DIR/meta
@@ -36,8 +38,8 @@ type soakSample struct {
 }
 
 func (s soakSample) String() string {
-	return fmt.Sprintf("t=%6.1fs heap=%6.1fMiB goroutines=%3.0f fds=%3.0f rss=%6.1fMiB meta=%6.1fMiB slices=%7.1fMiB",
-		s.at.Seconds(), s.heap/(1<<20), s.goroutines, s.fds, s.rss/(1<<20), s.meta/(1<<20), s.slices/(1<<20))
+	return fmt.Sprintf("t=%6.1fs heap=%6.1fMiB goroutines=%3.0f pooled=%3.0f fds=%3.0f rss=%6.1fMiB meta=%6.1fMiB slices=%7.1fMiB",
+		s.at.Seconds(), s.heap/(1<<20), s.goroutines, s.pooled, s.fds, s.rss/(1<<20), s.meta/(1<<20), s.slices/(1<<20))
 }
 
 // soakMetric names a field of soakSample, with the absolute slack its trend
@@ -51,7 +53,9 @@ type soakMetric struct {
 // TestSoak runs a write + delete + prune + read loop over shared content of
 // mixed sizes for SEALKV_SOAK (a Go duration; default 2m, 30s with
 // -short) and checks that nothing grows without bound: heap in use,
-// goroutines, open files, RSS and the bytes on disk of both keyspaces,
+// goroutines, pooled buffers outside the Go heap not yet returned (which
+// RSS shows only without the race detector), open files, RSS and the
+// bytes on disk of both keyspaces,
 // sampled after runtime.GC, must show no upward trend after a warm-up.
 // Then it deletes everything and checks that the store returns to within
 // 32 MiB of an empty store on disk with no help from the caller (the slice
@@ -74,6 +78,7 @@ func TestSoak(t *testing.T) {
 	runtime.GC()
 	leakOpts := []goleak.Option{goleak.IgnoreCurrent()}
 	fdsBefore := countFDs()
+	pooledBefore := bufpool.Outstanding()
 
 	dir := t.TempDir()
 	keys := newKeys(t)
@@ -174,6 +179,8 @@ func TestSoak(t *testing.T) {
 	metrics := []soakMetric{
 		{"heap", func(s soakSample) float64 { return s.heap }, 16 << 20},
 		{"goroutines", func(s soakSample) float64 { return s.goroutines }, 20},
+		// Buffers held by Puts and Reader fetches caught mid-flight.
+		{"pooled", func(s soakSample) float64 { return s.pooled }, 64},
 		{"fds", func(s soakSample) float64 { return s.fds }, 20},
 		{"rss", func(s soakSample) float64 { return s.rss }, 64 << 20},
 		{"meta", func(s soakSample) float64 { return s.meta }, 16 << 20},
@@ -223,6 +230,9 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t, leakOpts...)
+	if n := bufpool.Outstanding(); n > pooledBefore {
+		t.Errorf("%d pooled buffers never returned", n-pooledBefore)
+	}
 	if fds := countFDs(); fds > fdsBefore {
 		t.Errorf("%d files open after Close, %d before Open", fds, fdsBefore)
 	}
@@ -326,6 +336,7 @@ func sampleSoak(t *testing.T, dir string) soakSample {
 	return soakSample{
 		heap:       float64(ms.HeapInuse),
 		goroutines: float64(runtime.NumGoroutine()),
+		pooled:     float64(bufpool.Outstanding()),
 		fds:        float64(countFDs()),
 		rss:        float64(rssBytes()),
 		meta:       float64(diskUsage(t, filepath.Join(dir, "meta"))),

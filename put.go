@@ -491,8 +491,13 @@ func (p *put) cut(ctx context.Context, in <-chan *block, work, order chan<- *job
 	}
 }
 
-// release drops the job's hold on its ClearText.
+// release returns the job's shards, if any, and drops its hold on its
+// ClearText. The slice writer copies what it keeps of the shards.
 func (j *job) release() {
+	if j.shards != nil {
+		bufpool.Put(j.shards[0][:cap(j.shards[0])])
+		j.shards = nil
+	}
 	if j.blk != nil {
 		j.blk.release()
 		j.blk, j.data = nil, nil
@@ -590,34 +595,11 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	cid := p.db.cidHash.get()
 	defer p.db.cidHash.put(cid)
 	for j := range order {
-		<-j.done
-		if j.err != nil {
-			j.release()
-			return nil, j.err
-		}
-		if j.local != nil {
-			<-j.local.ready
-			if j.local.err != nil {
-				return nil, j.local.err
-			}
-			j.stored = j.local.stored
-		}
-		c.size += int64(len(j.data))
-		c.stored += j.stored
-		c.slices++
-		contentEntry(cid, &j.id, len(j.data))
-		if err := p.list(j); err != nil {
+		err := p.writeOne(ctx, c, cid, j)
+		j.release() // on every path: a job holds pooled buffers outside the Go heap
+		if err != nil {
 			return nil, err
 		}
-		if j.rec != nil {
-			err := p.add(ctx, j)
-			bufpool.Put(j.shards[0][:cap(j.shards[0])])
-			if err != nil {
-				return nil, err
-			}
-		}
-		j.shards = nil
-		j.release()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
@@ -625,6 +607,33 @@ func (p *put) write(ctx context.Context, order <-chan *job) (*content, error) {
 	cid.Digest().Read(c.id[:])
 	// The last records and manifest chunk go into the commit's batch.
 	return c, p.w.Flush(ctx)
+}
+
+// writeOne waits for job j, lists its slice in the manifest and hands its
+// shards, if it sealed the slice, to the slice writer.
+func (p *put) writeOne(ctx context.Context, c *content, cid *blake3.Hasher, j *job) error {
+	<-j.done
+	if j.err != nil {
+		return j.err
+	}
+	if j.local != nil {
+		<-j.local.ready
+		if j.local.err != nil {
+			return j.local.err
+		}
+		j.stored = j.local.stored
+	}
+	c.size += int64(len(j.data))
+	c.stored += j.stored
+	c.slices++
+	contentEntry(cid, &j.id, len(j.data))
+	if err := p.list(j); err != nil {
+		return err
+	}
+	if j.rec == nil {
+		return nil
+	}
+	return p.add(ctx, j)
 }
 
 // contentEntry adds one slice to a ContentID hash. A ContentID is the keyed
@@ -727,11 +736,14 @@ func (p *put) publish(durable int) error {
 	if err := p.publishLocked(rel, durable); err != nil {
 		return err
 	}
-	if _, err := db.finishLocked(rel); err != nil {
-		return err
+	_, err := db.finishLocked(rel)
+	if rel.committed {
+		// These slices are no longer this Put's to remove, whatever
+		// happens to it next (its abort would take their shards from
+		// under the records just committed).
+		p.published(durable)
 	}
-	p.published(durable)
-	return nil
+	return db.afterCommit(rel, err)
 }
 
 // publishLocked adds to rel the records of the slices up to the durable-th

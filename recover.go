@@ -100,8 +100,11 @@ func (db *DB) recoverSession(sid [16]byte) error {
 		}
 		rel.candidate(sid)
 	}
+	// If only removing the shards failed, the next Open retries the intent,
+	// as finishIntents does: failing Open would lock the store out over
+	// space not yet reclaimed.
 	_, err = db.finishLocked(rel)
-	return err
+	return db.afterCommit(rel, err)
 }
 
 // eachKey calls fn for every meta key with prefix, on a snapshot.

@@ -62,12 +62,18 @@ func (db *DB) Scrub(ctx context.Context, opts ScrubOptions) (_ *ScrubReport, err
 	return rep, err
 }
 
+// scrubSlice checks one slice. Scrub walks the records as they were when
+// it began, so a slice that fails is counted only if it still has the
+// record rec: a Delete or a reseal since then removed or replaced its
+// shards, which is no damage.
 func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, repair bool, rep *ScrubReport) error {
 	sealed, bad, rebuilt, err := db.readSealed(ctx, &id, rec, true)
+	if (len(bad) > 0 || errors.Is(err, ErrCorrupt)) && db.moved(&id, rec) {
+		return nil
+	}
 	rep.ShardsBad += len(bad)
 	if errors.Is(err, ErrCorrupt) {
-		db.markBad(&id, rec)
-		rep.Unreadable = append(rep.Unreadable, id)
+		db.unreadable(&id, rec, rep)
 		return nil
 	}
 	if err != nil {
@@ -75,13 +81,18 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 	}
 	if db.keys.CanRead() {
 		s, err := db.readSession(rec.Session)
+		if errors.Is(err, ErrCorrupt) { // no session record: no reading it, as in readSlice
+			db.unreadable(&id, rec, rep)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		clear, err := db.openSealed(s, &id, rec, sealed)
 		if err != nil {
-			db.markBad(&id, rec)
-			rep.Unreadable = append(rep.Unreadable, id)
+			if !db.moved(&id, rec) {
+				db.unreadable(&id, rec, rep)
+			}
 			return nil
 		}
 		bufpool.Put(clear)
@@ -95,6 +106,13 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 		}
 	}
 	return nil
+}
+
+// unreadable marks the slice bad, so the next Put of its content
+// replaces it, and reports it.
+func (db *DB) unreadable(id *SliceID, rec *record.Slice, rep *ScrubReport) {
+	db.markBad(id, rec)
+	rep.Unreadable = append(rep.Unreadable, *id)
 }
 
 // repair writes rebuilt shards back, unless the slice was deleted or

@@ -197,8 +197,10 @@ func compress(clear []byte) ([]byte, bool) {
 func decompress(b []byte, size int64) ([]byte, error) {
 	d := decoders.Get().(*zstd.Decoder)
 	defer decoders.Put(d)
-	out, err := d.DecodeAll(b, bufpool.Get(int(size))[:0])
+	dst := bufpool.Get(int(size))
+	out, err := d.DecodeAll(b, dst[:0])
 	if err != nil || int64(len(out)) != size {
+		bufpool.Put(dst) // out holds none of it past this point
 		return nil, errors.New("decompression failed")
 	}
 	return out, nil

@@ -1175,3 +1175,24 @@ func TestCounterSpaceExhausted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestParseKeysRefusesLowOrderX25519 checks that a write-only key file whose
+// X25519 public key is a low-order point (all zeros here; the checksum is
+// recomputed, so only a crafted file has one) is refused as ErrInvalidKeys
+// instead of failing every session later. (Found in review.)
+func TestParseKeysRefusesLowOrderX25519(t *testing.T) {
+	wo, err := newKeys(t).WriteOnly().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseKeys(wo); err != nil {
+		t.Fatalf("a sound write-only key file: %v", err)
+	}
+	body := bytes.Clone(wo[:len(wo)-keysChecksum])
+	x := len(keysMagic) + 2 + mlkem1024.PublicKeySize
+	clear(body[x : x+seal.X25519Size])
+	sum := blake3.Sum256(body)
+	if _, err := ParseKeys(append(body, sum[:]...)); !errors.Is(err, ErrInvalidKeys) {
+		t.Fatalf("ParseKeys of a low-order X25519 key: %v, want ErrInvalidKeys", err)
+	}
+}

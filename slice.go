@@ -78,11 +78,13 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 			return nil, nil, nil, err
 		}
 		shards = append(shards, make([][]byte, rec.M)...)
-		sealed, bad, _, err := coder.DecodeInto(bufpool.Get(int(rec.SealedSize)), id[:], shards, int(rec.SealedSize), false)
+		buf := bufpool.Get(int(rec.SealedSize))
+		sealed, bad, _, err := coder.DecodeInto(buf, id[:], shards, int(rec.SealedSize), false)
 		recycle(shards)
 		if err == nil && (len(bad) == 0 || bad[0] >= rec.K) {
 			return sealed, nil, nil, nil
 		}
+		bufpool.Put(buf) // a data shard is missing or bad: read all k+m
 	}
 	shards, err := db.slices.Get(ctx, loc, n)
 	if err != nil {
@@ -109,25 +111,28 @@ func recycle(shards [][]byte) {
 
 // openSealed authenticates, decrypts, decompresses and checks a slice.
 // The ClearText is in a buffer from bufpool.
+// On error it has returned every buffer it took: a damaged slice fails
+// every read of it, and each must not cost a buffer outside the Go heap.
 func (db *DB) openSealed(s *seal.Session, id *SliceID, rec *record.Slice, sealed []byte) ([]byte, error) {
-	body, err := s.Open(bufpool.Get(len(sealed))[:0], sealed, (*[64]byte)(id), rec.Ctr, rec.Flags, &rec.Commit)
-	if err != nil {
-		return nil, fmt.Errorf("%w: slice %s: %w", ErrCorrupt, id, err)
+	buf := bufpool.Get(len(sealed))
+	body, err := s.Open(buf[:0], sealed, (*[64]byte)(id), rec.Ctr, rec.Flags, &rec.Commit)
+	if err == nil && rec.Flags&seal.FlagPadded != 0 {
+		body, err = seal.Unpad(body)
 	}
-	if rec.Flags&seal.FlagPadded != 0 {
-		if body, err = seal.Unpad(body); err != nil {
-			return nil, fmt.Errorf("%w: slice %s: %w", ErrCorrupt, id, err)
-		}
+	if err != nil {
+		bufpool.Put(buf)
+		return nil, fmt.Errorf("%w: slice %s: %w", ErrCorrupt, id, err)
 	}
 	clear := body
 	if rec.Flags&seal.FlagCompressed != 0 {
 		clear, err = decompress(body, rec.OriginalSize)
-		bufpool.Put(body)
+		bufpool.Put(buf)
 		if err != nil {
 			return nil, fmt.Errorf("%w: slice %s: %v", ErrCorrupt, id, err)
 		}
 	}
 	if int64(len(clear)) != rec.OriginalSize || db.sliceID(clear) != *id {
+		bufpool.Put(clear)
 		return nil, fmt.Errorf("%w: slice %s: plaintext does not match its SliceID", ErrCorrupt, id)
 	}
 	return clear, nil
@@ -303,11 +308,19 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// Close releases the Reader.
+// Close releases the Reader and the slices it holds in memory (buffers
+// outside the Go heap, which only Close returns). Every Reader must be
+// closed.
 func (r *Reader) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.closed, r.cache, r.chunk = true, nil, nil
+	// Hand the cached slices' buffers back: at once those nothing reads,
+	// the others when their fetch or read ends (recycleLocked).
+	for _, f := range r.cache {
+		f.evicted = true
+		f.recycleLocked()
+	}
+	r.closed, r.cache, r.chunk, r.recent = true, nil, nil, nil
 	return nil
 }
 

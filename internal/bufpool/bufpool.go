@@ -67,6 +67,16 @@ func Put(b []byte) {
 	small[c].Put(&b)
 }
 
+// Outstanding returns how many large buffers Get has handed out that have
+// not come back through Put. Those outside the Go heap are freed only by
+// Put, so a count that grows across operations that should each return
+// what they take is a leak; tests check it.
+func Outstanding() int {
+	large.mu.Lock()
+	defer large.mu.Unlock()
+	return len(large.owned)
+}
+
 // pool is the free list of large buffers. Buffers it did not hand out are
 // ignored by put, so a heap buffer can never be unmapped.
 type pool struct {

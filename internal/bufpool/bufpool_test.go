@@ -64,3 +64,22 @@ func TestLargeFreeListBounded(t *testing.T) {
 		t.Fatalf("free list holds %d bytes, bound %d", large.bytes, maxFree)
 	}
 }
+
+func TestOutstanding(t *testing.T) {
+	before := Outstanding()
+	a, b := Get(LargeSize), Get(1<<20)
+	small := Get(LargeSize / 2)
+	if n := Outstanding() - before; n != 2 {
+		t.Fatalf("%d large buffers outstanding after two Gets, want 2 (small ones are not counted)", n)
+	}
+	Put(a)
+	Put(a) // a second Put is ignored
+	Put(small)
+	if n := Outstanding() - before; n != 1 {
+		t.Fatalf("%d outstanding after returning one, want 1", n)
+	}
+	Put(b)
+	if n := Outstanding() - before; n != 0 {
+		t.Fatalf("%d outstanding after returning both, want 0", n)
+	}
+}

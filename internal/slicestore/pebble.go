@@ -424,7 +424,10 @@ func (w *pebbleWriter) startIngest(ctx context.Context) {
 		err := t.Close()
 		if err == nil {
 			err = w.s.db.Ingest(ctx, []string{path})
-		} else {
+		}
+		if err != nil {
+			// Pebble removes an ingested table's file only when the
+			// ingestion succeeds (it links the file; the link is its own).
 			_ = w.s.opts.FS.Remove(path)
 		}
 		done <- ingested{upto: upto, err: err}
