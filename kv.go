@@ -473,10 +473,24 @@ func (db *DB) Close() error {
 		err = errors.Join(db.discardBatches(), db.closeSession())
 	}
 	err = errors.Join(err, db.slices.Close(), db.meta.Close())
+	db.wipeSessions()
 	if err != nil {
 		return fmt.Errorf("sealkv: close: %w", err)
 	}
 	return nil
+}
+
+// wipeSessions zeroes the session keys the DB holds: its writer session's
+// and those decapsulated for reading. Close calls it once every call has
+// ended and none can begin, so no seal or open can be using them. (Go may
+// have copied them elsewhere; see SECURITY.md, "Key memory".)
+func (db *DB) wipeSessions() {
+	clear(db.session.Key[:])
+	db.opened.Range(func(id, v any) bool {
+		clear(v.(*seal.Session).Key[:])
+		db.opened.Delete(id)
+		return true
+	})
 }
 
 // begin admits a call on key: the DB is open, the key valid and ctx live.

@@ -162,7 +162,10 @@ var (
 		return e
 	}}
 	decoders = sync.Pool{New: func() any {
-		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		// WithDecodeAllCapLimit: a slice never decodes past its buffer, so
+		// a frame that expands beyond OriginalSize (a forged "bomb" from
+		// a faulty writer) fails at once instead of allocating its size.
+		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecodeAllCapLimit(true))
 		return d
 	}}
 )

@@ -17,6 +17,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/cloudflare/circl/kem/mlkem/mlkem1024"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
 
 	"github.com/sealkv/kv/internal/erasure"
@@ -1194,5 +1196,57 @@ func TestParseKeysRefusesLowOrderX25519(t *testing.T) {
 	sum := blake3.Sum256(body)
 	if _, err := ParseKeys(append(body, sum[:]...)); !errors.Is(err, ErrInvalidKeys) {
 		t.Fatalf("ParseKeys of a low-order X25519 key: %v, want ErrInvalidKeys", err)
+	}
+}
+
+// TestCloseWipesSessionKeys checks that Close zeroes the session keys the
+// DB held, its writer session's and those it decapsulated to read: a
+// closed DB that stays reachable keeps no way to open its slices.
+// (Hardening found in review; SECURITY.md, "Key memory".)
+func TestCloseWipesSessionKeys(t *testing.T) {
+	k := newKeys(t)
+	fs := vfs.NewMem()
+	db := openDB(t, "/db", memOpts(k, fs))
+	mustPut(t, db, "a", randBytes(3000))
+	db.Close()
+	db = openDB(t, "/db", memOpts(k, fs))
+	if got := get(t, db, "a"); len(got) != 3000 { // decapsulates the first session
+		t.Fatal("a differs")
+	}
+	var held []*seal.Session
+	db.opened.Range(func(_, v any) bool { held = append(held, v.(*seal.Session)); return true })
+	writer := db.session
+	if len(held) == 0 || writer.Key == ([32]byte{}) {
+		t.Fatal("no session key held before Close: the test does not test what it says")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range append(held, writer) {
+		if s.Key != ([32]byte{}) {
+			t.Fatalf("session %x: key not zeroed by Close", s.ID)
+		}
+	}
+}
+
+// TestDecompressBoundsOutput checks that a compressed slice body which
+// expands far past the slice's recorded size (a forged frame) fails without
+// allocating what it expands to.
+func TestDecompressBoundsOutput(t *testing.T) {
+	e, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bomb := e.EncodeAll(make([]byte, 64<<20), nil) // 64 MiB of zeros in a few KiB
+	e.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := decompress(bomb, 4<<10); err == nil {
+		t.Fatal("a frame expanding past the slice's size decompressed")
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
+		t.Fatalf("decompressing a 4 KiB slice allocated %d MiB", grew>>20)
 	}
 }

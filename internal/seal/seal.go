@@ -111,6 +111,7 @@ func derive(pk *mlkem1024.PublicKey, id [SessionIDSize]byte, ct, ss []byte) *Ses
 	m = append(append(append(append(m, ss...), ct...), pkh[:]...), id[:]...)
 	s := &Session{ID: id}
 	blake3.DeriveKey("sealkv session v1", m, s.Key[:])
+	clear(m) // it holds the shared secret
 	return s
 }
 
@@ -134,6 +135,8 @@ func (s *Session) SliceKeys(id *[IDSize]byte, ctr uint64) (key, commit [32]byte)
 	sliceKDF.Put(h)
 	copy(key[:], out[:32])
 	copy(commit[:], out[32:])
+	clear(m[:32]) // the session key
+	clear(out[:32])
 	return key, commit
 }
 
