@@ -72,7 +72,8 @@ type Config struct {
 	// buckets. Default "" (the buckets belong to this store).
 	Prefix string
 	// Concurrency bounds the requests in flight across the Store (every
-	// Writer, Get, Delete); default 32.
+	// Writer, Get, Delete; Headers, which crash recovery calls, lists
+	// each domain once besides); default 32.
 	Concurrency int
 	// WriteWindow bounds the shard bytes one Writer has in flight; Add
 	// blocks beyond it. Default 16 MiB.

@@ -388,3 +388,23 @@ func (e *exitReader) Read(p []byte) (int, error) {
 	e.n += n
 	return n, err
 }
+
+// TestKVLargestShards stores slices of the largest size, padded, unsplit
+// (1+1): every shard written must read back. (Found in review: Get refused
+// objects over 64 MiB, which such a shard is.)
+func TestKVLargestShards(t *testing.T) {
+	c := newCluster(t, 2)
+	s := c.open(c.config())
+	db, err := kv.Open(t.TempDir(), &kv.Options{
+		Keys: genKeys(t), SliceStore: s, DataShards: 1, ParityShards: 1,
+		MinSliceSize: 64<<20 - 1024, AvgSliceSize: 64<<20 - 512, MaxSliceSize: 64 << 20,
+		Compression: kv.CompressionNone, Padding: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := randData(1, 64<<20+100<<10)
+	put(t, db, "big", b)
+	mustRead(t, db, "big", b)
+}

@@ -65,6 +65,9 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/sealkv/kv"
+	"github.com/sealkv/kv/internal/chunker"
+	"github.com/sealkv/kv/internal/erasure"
+	"github.com/sealkv/kv/internal/seal"
 )
 
 // Errors.
@@ -82,9 +85,11 @@ var (
 
 var errNotFound = errors.New("s3store: no such object")
 
-// maxObject bounds the size of an object Get accepts (a shard of the
-// largest slice is far smaller).
-const maxObject = 64 << 20
+// maxObject bounds the size of an object: the largest shard there can be,
+// that of a slice of the largest Max, padded, sealed and not split (k = 1),
+// with its checksum. Get refuses a larger object as damage, and a Writer
+// or PutShard refuses to write one, so nothing written is unreadable.
+var maxObject = int64(seal.PadmeLen(chunker.MaxMax+1) + seal.Overhead + erasure.ChecksumSize)
 
 // Store is a kv.SliceStore on S3-compatible failure domains. It is safe for
 // concurrent use.
@@ -518,7 +523,7 @@ func (s *Store) listGroup(ctx context.Context, d *domain, g *putGroup) ([]string
 			}
 		}
 		for _, p := range prefixes {
-			if err := s.list(ctx, d, p, collect); err != nil {
+			if err := s.list(ctx, d, p, true, collect); err != nil {
 				return nil, err
 			}
 		}
@@ -552,11 +557,18 @@ func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.ShardLoc
 			chans[i] = ch
 			wg.Go(func() {
 				defer close(ch)
-				err := s.list(ctx, d, prefix, func(key string) error {
+				// No request slot: each domain's listing waits for the
+				// merge below, which waits for every domain's listing,
+				// so with fewer slots than domains they would deadlock.
+				// There is one listing per domain, at crash recovery.
+				err := s.list(ctx, d, prefix, false, func(key string) error {
 					ctr, rest, ok := parseCtr(strings.TrimPrefix(key, prefix))
 					var e entry
-					if n, err := hex.Decode(e.id[:], []byte(rest)); !ok || err != nil || n != 64 || len(rest) != 128 {
-						return nil // not a header
+					if !ok || len(rest) != 2*len(e.id) {
+						return nil // not a header (checked first: hex.Decode writes what it decodes)
+					}
+					if _, err := hex.Decode(e.id[:], []byte(rest)); err != nil {
+						return nil
 					}
 					e.ctr = ctr
 					select {
@@ -653,6 +665,9 @@ func (s *Store) getObjectN(ctx context.Context, d *domain, key string, attempts 
 
 // putObject writes one object in a single PUT.
 func (s *Store) putObject(ctx context.Context, d *domain, key string, body []byte) error {
+	if int64(len(body)) > maxObject {
+		return fmt.Errorf("s3store: object %s of %d bytes, more than any shard can be (%d)", key, len(body), maxObject)
+	}
 	return s.do(ctx, d, func(ctx context.Context) error {
 		_, err := d.client.PutObject(ctx, d.cfg.Bucket, key, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{
 			ContentType:          "application/octet-stream",
@@ -691,8 +706,9 @@ func (s *Store) removeKeys(ctx context.Context, d *domain, keys []string) error 
 }
 
 // list calls fn for every key with prefix in d, in key order, resuming
-// after the last key seen when a page fails.
-func (s *Store) list(ctx context.Context, d *domain, prefix string, fn func(key string) error) error {
+// after the last key seen when a page fails. With slot set the listing
+// takes one of the Concurrency request slots while it runs.
+func (s *Store) list(ctx context.Context, d *domain, prefix string, slot bool, fn func(key string) error) error {
 	if d.isDown() {
 		return fmt.Errorf("%w: %s", ErrDomainDown, d)
 	}
@@ -706,7 +722,7 @@ func (s *Store) list(ctx context.Context, d *domain, prefix string, fn func(key 
 			}
 		}
 		var progressed bool
-		progressed, err = s.listOnce(ctx, d, prefix, after, func(key string) error {
+		progressed, err = s.listOnce(ctx, d, prefix, after, slot, func(key string) error {
 			after = key
 			return fn(key)
 		})
@@ -730,11 +746,13 @@ func (s *Store) list(ctx context.Context, d *domain, prefix string, fn func(key 
 
 // listOnce runs one listing from after, until it ends or fails; each page
 // must arrive within the attempt timeout.
-func (s *Store) listOnce(ctx context.Context, d *domain, prefix, after string, fn func(string) error) (progressed bool, err error) {
-	if err := s.acquire(ctx); err != nil {
-		return false, err
+func (s *Store) listOnce(ctx context.Context, d *domain, prefix, after string, slot bool, fn func(string) error) (progressed bool, err error) {
+	if slot {
+		if err := s.acquire(ctx); err != nil {
+			return false, err
+		}
+		defer s.release()
 	}
-	defer s.release()
 	s.requests.Add(1)
 	lctx, a, cancel := withAttempt(ctx, 0)
 	defer cancel()

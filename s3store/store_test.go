@@ -3,6 +3,7 @@ package s3store_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"net/http"
@@ -415,5 +416,60 @@ func TestSickDomain(t *testing.T) {
 		if err != nil || slices.ContainsFunc(got, func(b []byte) bool { return b == nil }) {
 			t.Fatalf("Get %d after recovery: %v %v", i, got, err)
 		}
+	}
+}
+
+// TestHeadersSkipsStrayKeys puts an object under a session's header prefix
+// whose name is too long to be a header: Headers must skip it. (Found in
+// review: hex.Decode wrote past the SliceID and panicked in a listing
+// goroutine, which crash recovery at Open runs.)
+func TestHeadersSkipsStrayKeys(t *testing.T) {
+	c := newCluster(t, 1)
+	s := c.open(c.config())
+	defer s.Close()
+	sid := [16]byte{7, 7, 7}
+	for _, stray := range []string{strings.Repeat("ab", 65), strings.Repeat("zz", 64), "ab"} {
+		key := "h/" + hex.EncodeToString(sid[:]) + "/0000000000000001." + stray
+		if _, err := c.domains[0].backend.PutObject("shards-0", key, map[string]string{}, bytes.NewReader(nil), 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for l := range s.Headers(bg, sid) {
+		t.Fatalf("a stray key yielded a header at %x", l.Ctr)
+	}
+}
+
+// TestHeadersFewerSlotsThanDomains lists the headers of a session with more
+// headers per domain than a listing buffers, on a Store with fewer request
+// slots than domains. (Found in review: each listing held a slot while it
+// waited for the merge, which waited for a listing without one: Open's
+// crash recovery hung.)
+func TestHeadersFewerSlotsThanDomains(t *testing.T) {
+	c := newCluster(t, 3)
+	cfg := c.config()
+	cfg.Concurrency = 2
+	s := c.open(cfg)
+	defer s.Close()
+	sid := [16]byte{5, 5, 5}
+	w := s.NewWriter()
+	const slices = 400
+	for i := range slices {
+		var id [64]byte
+		id[0], id[1] = byte(i), byte(i>>8)
+		if _, err := w.Add(bg, kv.ShardLocation{Session: sid, Ctr: 1<<32 | uint64(i)}, &id, [][]byte{[]byte("a"), []byte("b"), []byte("c")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(bg, 15*time.Second)
+	defer cancel()
+	n := 0
+	for range s.Headers(ctx, sid) {
+		n++
+	}
+	if n != slices {
+		t.Fatalf("Headers yielded %d of %d slices (ctx: %v)", n, slices, ctx.Err())
 	}
 }

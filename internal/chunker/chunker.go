@@ -21,8 +21,9 @@ import (
 // WindowSize is the number of bytes the rolling digest covers.
 const WindowSize = 64
 
-// maxMax bounds Params.Max so a slice always fits comfortably in memory.
-const maxMax = 64 << 20
+// MaxMax bounds Params.Max so a slice always fits comfortably in memory;
+// it also bounds the size of any shard (see s3store).
+const MaxMax = 64 << 20
 
 // Params are the slice size bounds in bytes.
 type Params struct {
@@ -48,8 +49,8 @@ func (p Params) Validate() error {
 		return fmt.Errorf("chunker: Avg (%d) must be greater than Min (%d)", p.Avg, p.Min)
 	case p.Max <= p.Avg:
 		return fmt.Errorf("chunker: Max (%d) must be greater than Avg (%d)", p.Max, p.Avg)
-	case p.Max > maxMax:
-		return fmt.Errorf("chunker: Max (%d) must be at most %d (64 MiB)", p.Max, maxMax)
+	case p.Max > MaxMax:
+		return fmt.Errorf("chunker: Max (%d) must be at most %d (64 MiB)", p.Max, MaxMax)
 	}
 	return nil
 }
