@@ -70,6 +70,11 @@ var (
 	// whether that call's change was committed is unknown. Close the DB and
 	// Open the store again: recovery keeps everything acknowledged before.
 	ErrFailed = errors.New("sealkv: storage engine failed")
+	// ErrUnavailable: a slice could not be read because too few of its
+	// shards could be fetched from the SliceStore (failure domains not
+	// answering), not because they are damaged; retry when they are back.
+	// A SliceStore's Get wraps it to say so (see SliceStore).
+	ErrUnavailable = slicestore.ErrUnavailable
 )
 
 // SliceStore keeps the shards of SealedSlices: the slice keyspace. The

@@ -32,7 +32,10 @@ type ScrubReport struct {
 // Scrub reads every shard of every slice, verifies it and, with Repair,
 // rewrites the bad ones from parity. With readable Keys it also opens each
 // slice and checks its plaintext against its SliceID; slices failing that
-// are marked bad so the next Put of their content replaces them.
+// are marked bad so the next Put of their content replaces them. A slice
+// whose shards cannot be fetched (ErrUnavailable: failure domains of the
+// SliceStore not answering) stops Scrub with that error: it cannot tell
+// damage from an outage then.
 func (db *DB) Scrub(ctx context.Context, opts ScrubOptions) (_ *ScrubReport, err error) {
 	done, err := db.enter()
 	if err != nil {

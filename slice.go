@@ -74,7 +74,7 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 	if !repair {
 		// Fast path: the k data shards alone, when all are good.
 		shards, err := db.slices.Get(ctx, loc, rec.K)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrUnavailable) {
 			return nil, nil, nil, err
 		}
 		shards = append(shards, make([][]byte, rec.M)...)
@@ -87,12 +87,18 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 		bufpool.Put(buf) // a data shard is missing or bad: read all k+m
 	}
 	shards, err := db.slices.Get(ctx, loc, n)
-	if err != nil {
+	unavailable := errors.Is(err, ErrUnavailable)
+	if err != nil && !unavailable {
 		return nil, nil, nil, err
 	}
-	sealed, bad, rebuilt, err := coder.Decode(id[:], shards, int(rec.SealedSize), repair)
+	sealed, bad, rebuilt, derr := coder.Decode(id[:], shards, int(rec.SealedSize), repair)
 	recycle(shards)
-	if err != nil {
+	switch {
+	case derr != nil && unavailable:
+		// Some shards could not be fetched: what is known says nothing
+		// of damage, and the slice must not be marked bad.
+		return nil, nil, nil, fmt.Errorf("sealkv: slice %s: %d of %d shards good, need %d: %w", id, n-len(bad), n, rec.K, err)
+	case derr != nil:
 		return nil, bad, nil, fmt.Errorf("%w: slice %s: %d of %d shards bad, need %d good", ErrCorrupt, id, len(bad), n, rec.K)
 	}
 	if len(bad) > 0 && !repair {

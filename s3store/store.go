@@ -329,8 +329,9 @@ func (s *Store) check(ctx context.Context) error {
 
 // Get returns the first n shards of the slice at l. A shard whose object
 // is missing, unreadable, or in a domain that does not answer is nil;
-// sealkv rebuilds it from parity. Get fails only if ctx ends or none of the
-// domains asked answers.
+// sealkv rebuilds it from parity. If a domain did not answer, the shards
+// come with an error wrapping kv.ErrUnavailable (see kv.SliceStore). Get
+// fails only if ctx ends or none of the domains asked answers.
 func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -387,14 +388,20 @@ func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, e
 			failed[s.shardDomain(l, i).idx] = err
 		}
 	}
-	if !answered && n > 0 {
-		all := make([]error, 0, len(failed))
-		for _, err := range failed {
-			all = append(all, err)
-		}
+	if len(failed) == 0 {
+		return shards, nil
+	}
+	all := make([]error, 0, len(failed))
+	for _, err := range failed {
+		all = append(all, err)
+	}
+	if !answered {
 		return nil, fmt.Errorf("s3store: no domain answered for slice %x/%016x: %w", l.Session, l.Ctr, errors.Join(all...))
 	}
-	return shards, nil
+	// Some domains did not answer: their shards are nil but may well
+	// exist. The caller rebuilds them from parity if it can, and otherwise
+	// must not take the slice for damaged.
+	return shards, fmt.Errorf("s3store: slice %x/%016x: %d domain(s) did not answer: %w: %w", l.Session, l.Ctr, len(failed), kv.ErrUnavailable, errors.Join(all...))
 }
 
 // PutShard durably writes shard idx of the slice at l (a repair).

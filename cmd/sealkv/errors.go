@@ -98,6 +98,8 @@ func classify(err error) (int, string) {
 		return exitKeys, ""
 	case errors.Is(err, kv.ErrLocked):
 		return exitLocked, ""
+	case errors.Is(err, kv.ErrUnavailable):
+		return exitError, "shards could not be fetched (failure domains not answering); retry when they are back"
 	case errors.Is(err, kv.ErrCorrupt):
 		return exitCorrupt, ""
 	}

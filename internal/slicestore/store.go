@@ -2,8 +2,14 @@ package slicestore
 
 import (
 	"context"
+	"errors"
 	"iter"
 )
+
+// ErrUnavailable, wrapped in an error from Store.Get, says that some of the
+// shards returned with it as nil may exist but could not be fetched (a
+// failure domain did not answer). The shards returned are still good to use.
+var ErrUnavailable = errors.New("slicestore: shards unavailable")
 
 // Store keeps the shards of SealedSlices. The kv package exports it as
 // kv.SliceStore so that the slice keyspace can live elsewhere than the
@@ -18,7 +24,11 @@ type Store interface {
 	NewWriter() Writer
 	// Get returns the first n shards of the slice at l. A missing or
 	// unreadable shard is nil: the caller verifies checksums and rebuilds
-	// from parity. An error means the store itself failed.
+	// from parity. If some were nil only because they could not be fetched
+	// (their domain did not answer), Get returns the shards together with
+	// an error wrapping ErrUnavailable: with too few shards that is an
+	// outage, which the caller must not take for damage. Any other error
+	// means the store itself failed, and the shards are nil.
 	Get(ctx context.Context, l Location, n int) ([][]byte, error)
 	// PutShard durably writes one shard (repair).
 	PutShard(ctx context.Context, l Location, idx int, shard []byte) error
