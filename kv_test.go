@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/sealkv/kv/internal/record"
+	"github.com/sealkv/kv/internal/slicestore"
 )
 
 var ctx = context.Background()
@@ -679,5 +681,49 @@ func TestLocked(t *testing.T) {
 	openDB(t, dir, smallOpts(newKeys(t)))
 	if _, err := Open(dir, smallOpts(newKeys(t))); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second open: %v", err)
+	}
+}
+
+// getFailStore is a SliceStore whose Get fails while fail > 0, as a store
+// that times out does.
+type getFailStore struct {
+	slicestore.Store
+	fail atomic.Int32
+}
+
+func (s *getFailStore) Get(ctx context.Context, l slicestore.Location, n int) ([][]byte, error) {
+	if s.fail.Add(-1) >= 0 {
+		return nil, errors.New("transient")
+	}
+	return s.Store.Get(ctx, l, n)
+}
+
+// TestReaderRetriesFailedFetch checks that a Reader whose read failed on a
+// transient error reads the same bytes once the store answers again,
+// instead of returning the cached failure until it is evicted. (Found in
+// review.)
+func TestReaderRetriesFailedFetch(t *testing.T) {
+	dir := t.TempDir()
+	fs := &getFailStore{}
+	db := openDB(t, dir, wrappedOpts(t, dir, newKeys(t), func(s slicestore.Store) slicestore.Store { fs.Store = s; return fs }))
+	data := randBytes(64 << 10)
+	mustPut(t, db, "k", data)
+	r, err := db.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fs.fail.Store(1 << 20)
+	p := make([]byte, 100)
+	if _, err := r.ReadAt(p, 0); err == nil || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ReadAt while the store fails: %v, want its error", err)
+	}
+	fs.fail.Store(0)
+	if _, err := r.ReadAt(p, 0); err != nil || !bytes.Equal(p, data[:100]) {
+		t.Fatalf("ReadAt once the store answers again: %v", err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reading on: %v", err)
 	}
 }

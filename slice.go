@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 
@@ -207,7 +208,9 @@ func (db *DB) get(ctx context.Context, key string, version uint64) (*Reader, err
 // Reader reads one version of a Data. It implements io.ReadSeekCloser and
 // io.ReaderAt, reads only the slices it needs and verifies every one. Read
 // and Seek share a position and must not be called concurrently; ReadAt may
-// be called concurrently. Reads after the DB is closed return ErrClosed.
+// be called concurrently. Reads after the DB is closed return ErrClosed. A
+// read that failed (ErrUnavailable, say) may be retried on the same Reader:
+// it fetches the slice again.
 type Reader struct {
 	db       *DB
 	ctx      context.Context
@@ -396,7 +399,14 @@ func (r *Reader) sliceAt(off int64) (*fetch, int64, error) {
 func (r *Reader) start(ci *chunkIndex, i int) *fetch {
 	off := ci.offs[i]
 	if f := r.cache[off]; f != nil {
-		return f
+		if !f.fetched || f.err == nil {
+			return f
+		}
+		// A failed fetch is tried again, not kept: the failure may have
+		// been transient (ErrUnavailable, a store timing out). It holds
+		// no buffer.
+		delete(r.cache, off)
+		r.recent = slices.DeleteFunc(r.recent, func(o int64) bool { return o == off })
 	}
 	f := &fetch{done: make(chan struct{})}
 	r.cache[off] = f
