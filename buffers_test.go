@@ -94,25 +94,8 @@ func TestDamagedReadsReturnBuffers(t *testing.T) {
 		}
 		return err
 	}
-	refs := func(key string) []record.SliceRef {
-		d, err := getData(db.meta, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []record.SliceRef
-		prefix := record.ChunkPrefix(d.Versions[0].Manifest)
-		if err := db.eachKey(prefix, func(_, v []byte) error {
-			rs, err := record.DecodeChunk(v)
-			out = append(out, rs...)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
 	p := db.slices.(*slicestore.Pebble).DB()
-	for _, ref := range refs("degraded") {
-		id := SliceID(ref.ID)
+	for id := range viewOf(t, db, "degraded").ids {
 		rec, err := sliceRecord(db.meta, &id)
 		if err != nil || rec == nil {
 			t.Fatal(rec, err)
@@ -121,8 +104,7 @@ func TestDamagedReadsReturnBuffers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, ref := range refs("unopenable") {
-		id := SliceID(ref.ID)
+	for id := range viewOf(t, db, "unopenable").ids {
 		rec, err := sliceRecord(db.meta, &id)
 		if err != nil || rec == nil {
 			t.Fatal(rec, err)
