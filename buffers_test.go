@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,6 +73,30 @@ func TestReaderReturnsBuffers(t *testing.T) {
 		}
 		settled(t, before, "Get, "+rd.name+", Close")
 	}
+}
+
+// TestUnclosedReaderReturnsBuffers drops Readers that read (and read ahead)
+// without closing them: once collected they must hand back their buffers,
+// which would otherwise stay mapped for the life of the process.
+func TestUnclosedReaderReturnsBuffers(t *testing.T) {
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t), Compression: CompressionNone})
+	mustPut(t, db, "big", randBytes(4<<20))
+	before := bufpool.Outstanding()
+	for range 10 {
+		r, err := db.Get(ctx, "big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadAt(make([]byte, 1), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for bufpool.Outstanding() > before && time.Now().Before(deadline) {
+		runtime.GC() // finds the Readers; their cleanups run after it
+		time.Sleep(5 * time.Millisecond)
+	}
+	settled(t, before, "Readers never closed, once collected")
 }
 
 // TestDamagedReadsReturnBuffers reads slices that need parity (a data shard

@@ -193,7 +193,8 @@ func checkShards(db *DB, records map[SliceID]*record.Slice) error {
 
 // checkContent reads a version back and recomputes its ContentID.
 func checkContent(db *DB, v *record.Version) error {
-	r := &Reader{db: db, ctx: ctx, manifest: v.Manifest, size: v.OriginalSize, cache: map[int64]*fetch{}}
+	r := db.newReader(ctx, v)
+	defer r.Close()
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("version %d: %w", v.Version, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -202,7 +203,17 @@ func (db *DB) get(ctx context.Context, key string, version uint64) (*Reader, err
 		}
 		v = &d.Versions[i]
 	}
-	return &Reader{db: db, ctx: ctx, manifest: v.Manifest, size: v.OriginalSize, cache: map[int64]*fetch{}}, nil
+	return db.newReader(ctx, v), nil
+}
+
+// newReader returns a Reader of version v.
+func (db *DB) newReader(ctx context.Context, v *record.Version) *Reader {
+	r := &Reader{db: db, ctx: ctx, manifest: v.Manifest, size: v.OriginalSize, readCache: &readCache{cache: map[int64]*fetch{}}}
+	// A Reader dropped without Close would keep its cached slices' buffers,
+	// which live outside the Go heap, for good; like an *os.File, it gives
+	// them back when collected. The cleanup holds the cache, not r.
+	r.cleanup = runtime.AddCleanup(r, (*readCache).close, r.readCache)
+	return r
 }
 
 // Reader reads one version of a Data. It implements io.ReadSeekCloser and
@@ -218,6 +229,13 @@ type Reader struct {
 	size     int64
 	pos      int64
 
+	*readCache
+	cleanup runtime.Cleanup // closes readCache if the Reader is never closed
+}
+
+// readCache is what a Reader holds in memory. It is apart from the Reader,
+// and points to nothing of it, so that a Reader's cleanup can close it.
+type readCache struct {
 	mu     sync.Mutex
 	closed bool
 	chunk  *chunkIndex
@@ -318,19 +336,24 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 }
 
 // Close releases the Reader and the slices it holds in memory (buffers
-// outside the Go heap, which only Close returns). Every Reader must be
-// closed.
+// outside the Go heap). Every Reader should be closed: one that is not
+// keeps them until the garbage collector finds it unreachable.
 func (r *Reader) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	// Hand the cached slices' buffers back: at once those nothing reads,
-	// the others when their fetch or read ends (recycleLocked).
-	for _, f := range r.cache {
+	r.cleanup.Stop()
+	r.readCache.close()
+	return nil
+}
+
+// close hands the cached slices' buffers back: at once those nothing reads,
+// the others when their fetch or read ends (recycleLocked).
+func (c *readCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.cache {
 		f.evicted = true
 		f.recycleLocked()
 	}
-	r.closed, r.cache, r.chunk, r.recent = true, nil, nil, nil
-	return nil
+	c.closed, c.cache, c.chunk, c.recent = true, nil, nil, nil
 }
 
 // ReadAt reads len(p) bytes at off, or fewer with io.EOF at the end.
