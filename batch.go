@@ -10,7 +10,7 @@ import (
 	"github.com/sealkv/kv/internal/slicestore"
 )
 
-// ErrBatchDone: a Batch method called after Commit or Close.
+// ErrBatchDone: Batch.Put or Batch.Commit called after Commit or Close.
 var ErrBatchDone = errors.New("sealkv: batch already committed or closed")
 
 // A Batch groups Puts that become visible and durable together. Each
@@ -20,8 +20,8 @@ var ErrBatchDone = errors.New("sealkv: batch already committed or closed")
 // keyspace for all of them instead of two per Put. For many small objects
 // that is most of the cost of a Put.
 //
-// In the default slice keyspace, the shards of a Put whose ClearText fits
-// in its first 256 KiB block wait in memory (up to 32 MiB per batch;
+// In the default slice keyspace, the shards of a Put whose ClearText is
+// shorter than 256 KiB (its first block) wait in memory (up to 32 MiB per batch;
 // beyond that they go to the write-ahead log unsynced) and are written at
 // Commit as sorted sstables straight into the bottom level, once, instead
 // of through the write-ahead log, a flush and a compaction (or, if they

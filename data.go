@@ -30,19 +30,23 @@ func (id ContentID) String() string { return hex.EncodeToString(id[:]) }
 // ContentMeta describes one version of a Data.
 type ContentMeta struct {
 	// Version numbers start at 1 and are never reused within a key.
-	Version   uint64
+	Version uint64
+	// ContentID names the version's ClearText.
 	ContentID ContentID
 	// OriginalSize is the ClearText's length.
 	OriginalSize int64
 	// StorageSize is the size of the shards of this version's slices,
 	// parity included, counting slices shared with other content in full.
 	StorageSize int64
-	NumSlices   int
-	Created     time.Time
+	// NumSlices is the number of slices the ClearText was cut into.
+	NumSlices int
+	// Created is when the version was committed.
+	Created time.Time
 }
 
 // Data is a named entry.
 type Data struct {
+	// Key is the Data's name.
 	Key string
 	// Parent is the key of the Data this one is a child of, or "".
 	Parent string

@@ -24,6 +24,7 @@ type DeleteReport struct {
 
 // KeptSlice is a slice a Delete left in place, and why.
 type KeptSlice struct {
+	// ID names the slice.
 	ID SliceID
 	// ReferencedBy are the keys of the Data (other versions, other keys, or
 	// a Put in flight) that still reference the slice.

@@ -118,6 +118,7 @@ func ExampleKeys_WriteOnly() {
 	db, _ = kv.Open(dir, &kv.Options{Keys: keys})
 	defer db.Close()
 	r, _ := db.Get(ctx, "log")
+	defer r.Close()
 	got, _ := io.ReadAll(r)
 	fmt.Println(string(got))
 	// Output:

@@ -223,5 +223,6 @@ func (k Keys) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(k.String())) }
 // LogValue makes log/slog print String.
 func (k Keys) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
-// ErrInvalidKeys is returned by ParseKeys for bytes that are not valid Keys.
+// ErrInvalidKeys is returned by ParseKeys for bytes that are not valid Keys,
+// and by MarshalBinary for the zero Keys.
 var ErrInvalidKeys = errors.New("sealkv: invalid keys")

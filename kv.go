@@ -8,8 +8,8 @@
 // an ML-KEM-1024 session, and split into k data + m parity Reed-Solomon
 // Shards. Names (Data), their versions (ContentMeta) and the references from
 // versions to slices live in the meta keyspace; shards live in the slice
-// keyspace. See DESIGN.md for the construction and SECURITY.md for what it
-// protects against.
+// keyspace. See README.md ("Design in brief") for the construction and
+// SECURITY.md for what it protects against.
 //
 // Every Put is durable when it returns. A Batch groups many Puts into one
 // atomic commit with one sync, which is how to store many small objects
@@ -137,7 +137,7 @@ type Options struct {
 
 	// Padding pads every new slice (after compression, before sealing) to
 	// its Padmé length, so sealed and shard sizes reveal O(log log n) bits
-	// of a slice's size instead of O(log n); costs < 12% per slice, +1.7%
+	// of a slice's size instead of O(log n); costs < 12% per slice, +1.6%
 	// stored bytes on 1 GiB of mixed files (SECURITY.md). It does not hide
 	// the exact sizes kept in the meta keyspace. Off by default; per slice,
 	// so changing it affects new slices only.

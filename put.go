@@ -35,7 +35,7 @@ const chunkRefs = 1024
 // and leaves nothing behind. When Put returns nil the new version is
 // durable.
 //
-// Puts whose ClearText fits in 256 KiB commit in groups: those that finish
+// Puts whose ClearText is shorter than 256 KiB commit in groups: those that finish
 // sealing while another group commits are committed together next, with one
 // write of their shards and one sync of each keyspace, so many small Puts
 // in flight cost far fewer syncs than one each. Each still succeeds or

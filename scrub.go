@@ -21,8 +21,10 @@ type ScrubOptions struct {
 
 // ScrubReport is what Scrub found.
 type ScrubReport struct {
-	SlicesChecked  int
-	ShardsBad      int // missing or failing their checksum
+	// SlicesChecked is the number of slices whose shards were read.
+	SlicesChecked int
+	ShardsBad     int // missing or failing their checksum
+	// ShardsRepaired is the number of bad shards rewritten (with Repair).
 	ShardsRepaired int
 	// Unreadable are the slices with fewer than k good shards or, with
 	// readable Keys, that failed authentication or the SliceID check.

@@ -29,6 +29,7 @@ type Domain struct {
 	Region string
 }
 
+// String is the domain's URL: scheme://Endpoint/Bucket.
 func (d Domain) String() string {
 	scheme := "http"
 	if d.Secure {

@@ -49,6 +49,7 @@ func ExampleNew() {
 		panic(err)
 	}
 	r, _ := db.Get(ctx, "greeting")
+	defer r.Close()
 	b, _ := io.ReadAll(r)
 	fmt.Println(string(b), "| domains lost without loss:", s3store.Tolerates(store.Domains(), 2, 1))
 	// Output: hello, object store | domains lost without loss: 1
