@@ -27,9 +27,7 @@ var ErrBatchDone = errors.New("sealkv: batch already committed or closed")
 // of through the write-ahead log, a flush and a compaction (or, if they
 // are less than 1 MiB, to the log in one write). Larger Puts write their shards
 // as DB.Put does; only their new version waits for Commit. Such small Puts
-// take their put numbers from blocks of 1024 reserved for the batch, so a
-// DB (one session: 2^32 put numbers) can commit at least two million batches
-// before it must be reopened.
+// take their put numbers from blocks of 1024 reserved for the batch.
 //
 // Until Commit the batch's Puts pin the slices they use, so a Delete keeps
 // them, and memory grows with the number of Puts (their records, besides
@@ -58,10 +56,10 @@ func (db *DB) NewBatch() *Batch {
 
 // number returns a put number for a small Put of the batch, from a block
 // of slicestore.GroupBlock numbers reserved for the batch's Puts alone.
-func (b *Batch) number() uint64 {
+func (b *Batch) number() (*writerSession, uint64, error) {
 	b.nums.Lock()
 	defer b.nums.Unlock()
-	return b.block.take(&b.db.puts)
+	return b.block.take(b.db)
 }
 
 // Put stores the ClearText read from r under key when the batch commits.

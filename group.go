@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"sync"
-	"sync/atomic"
 
 	"github.com/sealkv/kv/internal/slicestore"
 )
@@ -50,14 +49,18 @@ type groups struct {
 // at once, so that no later group takes a smaller number: each group's
 // Puts then hold a range of numbers of their own and its slices never
 // overlap another group's.
-func (gs *groups) join(db *DB) (*putGroup, uint64) {
+func (gs *groups) join(db *DB) (*putGroup, *writerSession, uint64, error) {
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
+	ws, num, err := gs.block.take(db)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	if gs.open == nil {
 		gs.open = &putGroup{slices: db.slices.NewGroup()}
 	}
 	gs.open.staging++
-	return gs.open, gs.block.take(&db.puts)
+	return gs.open, ws, num, nil
 }
 
 // leave takes a Put that failed before its commit out of its group.
@@ -158,33 +161,34 @@ func (db *DB) commitEach(ss []*staged, ds []*Data, errs []error) {
 }
 
 // numberBlock hands out put numbers from blocks of slicestore.GroupBlock
-// reserved from a DB's put numbers for one user alone (a Batch's small
-// Puts, or the group commits), so that the slices of its Puts never share a
-// block with those of other Puts (except at the end of a session's numbers,
-// where that costs a later compaction, not correctness). Its owner
-// serializes calls.
+// reserved from a writer session's put numbers for one user alone (a
+// Batch's small Puts, or the group commits), so that the slices of its Puts
+// never share a block with those of other Puts. Its owner serializes calls.
 type numberBlock struct {
-	next, last uint64 // numbers left in the block reserved last: [next, last)
+	ws         *writerSession // the session of the block
+	next, last uint64         // numbers left in the block reserved last: [next, last)
 }
 
-// take returns the next number, reserving a new block from puts if needed.
-func (nb *numberBlock) take(puts *atomic.Uint64) uint64 {
-	if nb.next == nb.last {
+// take returns the next number and its session, reserving a new block if
+// needed, in a new session if the current one has no whole block left.
+func (nb *numberBlock) take(db *DB) (*writerSession, uint64, error) {
+	for nb.next == nb.last {
 		const n = slicestore.GroupBlock
-		for {
-			cur := puts.Load()
-			start := (cur/n + 1) * n
-			if start > math.MaxUint32 {
-				// No whole block is left in the session: its last
-				// numbers go one at a time.
-				return puts.Add(1)
+		ws := db.writer.Load()
+		cur := ws.puts.Load()
+		start := (cur/n + 1) * n
+		if start > math.MaxUint32 {
+			// The session's last numbers (fewer than a block) go to
+			// Puts that take one at a time.
+			if err := db.nextSession(ws); err != nil {
+				return nil, 0, err
 			}
-			if puts.CompareAndSwap(cur, start+n-1) {
-				nb.next, nb.last = start, start+n
-				break
-			}
+			continue
+		}
+		if ws.puts.CompareAndSwap(cur, start+n-1) {
+			nb.ws, nb.next, nb.last = ws, start, start+n
 		}
 	}
 	nb.next++
-	return nb.next - 1
+	return nb.ws, nb.next - 1, nil
 }

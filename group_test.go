@@ -98,7 +98,7 @@ func TestGroupCommit(t *testing.T) {
 func TestGroupWaitsForStaging(t *testing.T) {
 	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
 	s := stageSmall(t, db, "a", randBytes(1<<10))
-	g, _ := db.groups.join(db) // a Put of the same group, still sealing
+	g, _, _, _ := db.groups.join(db) // a Put of the same group, still sealing
 	if g != s.p.grp {
 		t.Fatal("joined another group")
 	}

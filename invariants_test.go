@@ -103,7 +103,7 @@ func invariants(db *DB) error {
 	for _, p := range []byte{record.PrefixIntent, record.PrefixUnclean} {
 		n := 0
 		_ = db.eachKey([]byte{p}, func(k, _ []byte) error { n++; return nil })
-		if p == record.PrefixUnclean && n != 1 || p == record.PrefixIntent && n != 0 {
+		if p == record.PrefixUnclean && n != len(db.sessions) || p == record.PrefixIntent && n != 0 {
 			return fmt.Errorf("%d leftover %c records", n, p)
 		}
 	}

@@ -219,13 +219,17 @@ type DB struct {
 	idHash  keyedHashers // SliceIDs
 	cidHash keyedHashers // ContentIDs
 
-	session *seal.Session // this DB's writer session
-	// needsRecovery keeps the session marked unclean at Close, so that
+	writer atomic.Pointer[writerSession] // the session new Puts seal under
+	// sessions are the writer sessions this DB began, which Close marks
+	// clean: one per 2^32 put numbers. sessionMu also serializes beginning
+	// them.
+	sessionMu sync.Mutex
+	sessions  []*seal.Session
+	// needsRecovery keeps the sessions marked unclean at Close, so that
 	// the next Open cleans up after a Put whose rollback failed.
 	needsRecovery atomic.Bool
-	puts          atomic.Uint64 // put numbers within session
-	groups        groups        // group commits of small Puts
-	opened        sync.Map      // [16]byte -> *seal.Session, decapsulated for reading
+	groups        groups   // group commits of small Puts
+	opened        sync.Map // [16]byte -> *seal.Session, decapsulated for reading
 
 	// calls counts the calls (and Reader fetches) in flight; Close waits for
 	// them. Unlike a RWMutex, entering never blocks: once Close has begun,
@@ -396,6 +400,8 @@ func (db *DB) start() (err error) {
 	if err := db.recover(); err != nil {
 		return fmt.Errorf("sealkv: recovery: %w", err)
 	}
+	db.sessionMu.Lock()
+	defer db.sessionMu.Unlock()
 	return db.beginSession()
 }
 
@@ -455,7 +461,7 @@ func (db *DB) loadStats() error {
 }
 
 // Close waits for calls in flight, discards open batches (Batch), marks the
-// session clean and closes both keyspaces. Calls after Close return
+// sessions clean and closes both keyspaces. Calls after Close return
 // ErrClosed.
 func (db *DB) Close() error {
 	db.callsMu.Lock()
@@ -475,7 +481,7 @@ func (db *DB) Close() error {
 		// recovery finishes it from what is durable.
 		err = ferr
 	} else {
-		err = errors.Join(db.discardBatches(), db.closeSession())
+		err = errors.Join(db.discardBatches(), db.closeSessions())
 	}
 	err = errors.Join(err, db.slices.Close(), db.meta.Close())
 	db.wipeSessions()
@@ -485,12 +491,14 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// wipeSessions zeroes the session keys the DB holds: its writer session's
+// wipeSessions zeroes the session keys the DB holds: its writer sessions'
 // and those decapsulated for reading. Close calls it once every call has
 // ended and none can begin, so no seal or open can be using them. (Go may
 // have copied them elsewhere; see SECURITY.md, "Key memory".)
 func (db *DB) wipeSessions() {
-	clear(db.session.Key[:])
+	for _, s := range db.sessions {
+		clear(s.Key[:])
+	}
 	db.opened.Range(func(id, v any) bool {
 		clear(v.(*seal.Session).Key[:])
 		db.opened.Delete(id)
@@ -659,13 +667,18 @@ func (db *DB) failure() error {
 	return nil
 }
 
-// closeSession marks this DB's session clean.
-func (db *DB) closeSession() (err error) {
+// closeSessions marks this DB's writer sessions clean.
+func (db *DB) closeSessions() (err error) {
 	defer catch(&err)
 	if db.needsRecovery.Load() {
-		// Keeping the marker makes the next Open roll back what a failed
+		// Keeping the markers makes the next Open roll back what a failed
 		// Put could not undo (see put.abort).
 		return nil
 	}
-	return db.meta.Delete(record.UncleanKey(db.session.ID), pebble.Sync)
+	b := db.meta.NewBatch()
+	defer b.Close()
+	for _, s := range db.sessions {
+		_ = b.Delete(record.UncleanKey(s.ID), nil)
+	}
+	return b.Commit(pebble.Sync)
 }

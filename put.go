@@ -140,7 +140,8 @@ func (p *put) leaveGroup() {
 type put struct {
 	db       *DB
 	key      string
-	num      uint64 // put number within the session
+	sess     *writerSession // the session the Put seals under
+	num      uint64         // put number within sess
 	manifest record.ManifestID
 	coder    *erasure.Coder
 	batch    *Batch    // nil unless the Put is part of a Batch
@@ -206,17 +207,26 @@ func (db *DB) newPut(key string) *put {
 // its Batch, or else joins a group commit (putGroup); either's Group writes
 // the slices of many Puts once, sorted, instead of through the write-ahead
 // log. A larger Put takes them from the DB.
-func (p *put) number(small bool) {
+func (p *put) number(small bool) (err error) {
 	switch {
 	case small && p.batch != nil:
-		p.num, p.w = p.batch.number(), p.batch.group.NewWriter()
+		if p.sess, p.num, err = p.batch.number(); err == nil {
+			p.w = p.batch.group.NewWriter()
+		}
 	case small:
-		p.grp, p.num = p.db.groups.join(p.db)
-		p.w = p.grp.slices.NewWriter()
+		if p.grp, p.sess, p.num, err = p.db.groups.join(p.db); err == nil {
+			p.w = p.grp.slices.NewWriter()
+		}
 	default:
-		p.num, p.w = p.db.puts.Add(1), p.db.slices.NewWriter()
+		if p.sess, p.num, err = p.db.putNumber(); err == nil {
+			p.w = p.db.slices.NewWriter()
+		}
 	}
-	p.manifest = record.NewManifestID(p.db.session.ID, p.num)
+	if err != nil {
+		return fmt.Errorf("sealkv: starting a new session: %w", err)
+	}
+	p.manifest = record.NewManifestID(p.sess.ID, p.num)
+	return nil
 }
 
 // run streams r through reader, cutter, workers and the ordered writer.
@@ -226,7 +236,10 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	if err != nil || first == nil {
 		return nil, cmp.Or(err, context.Cause(ctx))
 	}
-	p.number(first.eof)
+	if err := p.number(first.eof); err != nil {
+		first.release()
+		return nil, err
+	}
 	if first.eof {
 		return p.runInline(ctx, first)
 	}
@@ -553,7 +566,7 @@ func (p *put) claim(j *job) (int64, error) {
 // seal compresses, seals and erasure codes j's slice.
 func (p *put) seal(j *job) error {
 	if p.num > math.MaxUint32 { // num<<32 would wrap: counters (and slice locations) would repeat
-		return fmt.Errorf("sealkv: this DB's session has used all 2^32 put numbers; reopen it to start a new session")
+		return fmt.Errorf("sealkv: put number %d is outside its session", p.num)
 	}
 	body, flags := j.data, byte(0)
 	if p.db.opts.Compression == CompressionZstd {
@@ -568,14 +581,14 @@ func (p *put) seal(j *job) error {
 		defer bufpool.Put(body)
 	}
 	ctr := p.num<<32 | j.seq
-	sealed, commit := p.db.session.Seal(bufpool.Get(len(body) + seal.Overhead)[:0], body, (*[64]byte)(&j.id), ctr, flags)
+	sealed, commit := p.sess.Seal(bufpool.Get(len(body) + seal.Overhead)[:0], body, (*[64]byte)(&j.id), ctr, flags)
 	defer bufpool.Put(sealed)
 	shards, err := p.coder.EncodeInto(bufpool.Get(int(p.coder.StoredSize(len(sealed)))), j.id[:], sealed)
 	if err != nil {
 		return err
 	}
 	j.shards = shards
-	j.rec = &record.Slice{Session: p.db.session.ID, Ctr: ctr, Commit: commit, Flags: flags, OriginalSize: int64(len(j.data)), SealedSize: int64(len(sealed)), K: p.db.opts.DataShards, M: p.db.opts.ParityShards}
+	j.rec = &record.Slice{Session: p.sess.ID, Ctr: ctr, Commit: commit, Flags: flags, OriginalSize: int64(len(j.data)), SealedSize: int64(len(sealed)), K: p.db.opts.DataShards, M: p.db.opts.ParityShards}
 	j.stored = storedSize(j.rec)
 	return nil
 }

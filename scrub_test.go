@@ -230,7 +230,7 @@ func TestScrubMissingSession(t *testing.T) {
 	keys := newKeys(t)
 	db := openDB(t, dir, smallOpts(keys))
 	mustPut(t, db, "a", randBytes(64<<10))
-	lost := db.session.ID
+	lost := db.writer.Load().ID
 	db.Close()
 	db = openDB(t, dir, smallOpts(keys))
 	mustPut(t, db, "b", randBytes(64<<10))

@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/zstd"
@@ -38,10 +40,45 @@ const kemMLKEM1024 = seal.KEMMLKEM1024
 // sessions begun while it is set (see seal.Session.SetTrace).
 var sealTrace func(sid [seal.SessionIDSize]byte, id *[seal.IDSize]byte, ctr uint64, key [32]byte)
 
-// beginSession starts this DB's writer session: a fresh encapsulation to the
+// writerSession is a session new Puts seal under, with its put numbers.
+type writerSession struct {
+	*seal.Session
+	puts atomic.Uint64 // the last put number handed out
+}
+
+// putNumber returns a put number for one Put and the session it is in. A
+// session has 2^32-1 of them (ctr = put << 32 | seq must not wrap); when
+// they run out, the DB begins a new session.
+func (db *DB) putNumber() (*writerSession, uint64, error) {
+	for {
+		ws := db.writer.Load()
+		if n := ws.puts.Add(1); n <= math.MaxUint32 {
+			return ws, n, nil
+		}
+		if err := db.nextSession(ws); err != nil {
+			return nil, 0, err
+		}
+	}
+}
+
+// nextSession begins a new writer session if ws is still the current one:
+// the Puts that found ws out of numbers start only one.
+func (db *DB) nextSession(ws *writerSession) (err error) {
+	defer catch(&err) // a fatal engine error in the session's sync
+	db.sessionMu.Lock()
+	defer db.sessionMu.Unlock()
+	if db.writer.Load() != ws {
+		return nil
+	}
+	return db.beginSession()
+}
+
+// beginSession starts a writer session: a fresh encapsulation to the
 // store's public keys and a random session ID. The session record and the
 // "unclean" marker are synced before any slice is sealed under it, so a
-// reader can always decapsulate and a crash is always noticed.
+// reader can always decapsulate and a crash is always noticed. Open calls
+// it once, nextSession whenever a session's put numbers run out;
+// db.sessionMu is held.
 func (db *DB) beginSession() error {
 	var id [seal.SessionIDSize]byte
 	if _, err := rand.Read(id[:]); err != nil {
@@ -84,8 +121,9 @@ func (db *DB) beginSession() error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("sealkv: starting session: %w", err)
 	}
-	db.session = s
+	db.sessions = append(db.sessions, s)
 	db.opened.Store(id, s)
+	db.writer.Store(&writerSession{Session: s})
 	return nil
 }
 
@@ -216,7 +254,7 @@ func decompress(b []byte, size int64) ([]byte, error) {
 // meta, so this Put seals the slice anew and publish replaces the record,
 // instead of a new version referencing a slice nobody can read. It costs one
 // BLAKE3 derivation per dedup hit (and one decapsulation per session per
-// DB). Without the decapsulation key only this DB's own session can be
+// DB). Without the decapsulation key only this DB's own sessions can be
 // checked; other records are trusted until a read or Scrub marks them.
 // Ciphertext damage is not seen here (that needs reading the shards).
 // db.mu is held.

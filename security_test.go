@@ -218,14 +218,14 @@ func TestNoKeyNonceReuse(t *testing.T) {
 	// the session has sealed n slices.
 	run := func(db *DB, seed uint64, n int) {
 		t.Helper()
-		start := tr.count(db.session.ID)
+		start := tr.count(db.writer.Load().ID)
 		for i := range 8 {
 			mustPut(t, db, fmt.Sprintf("real-%d", i), seededBytes(seed+uint64(i), 512<<10))
 		}
-		for tr.count(db.session.ID)-start < n {
-			num := db.puts.Add(1)
+		for tr.count(db.writer.Load().ID)-start < n {
+			num := db.writer.Load().puts.Add(1)
 			for seq := uint64(0); seq < 50_000; seq++ {
-				db.session.Seal(nil, payload, &ids[seq%16], num<<32|seq, 0)
+				db.writer.Load().Seal(nil, payload, &ids[seq%16], num<<32|seq, 0)
 			}
 		}
 		for _, rec := range sliceRecords(t, db) {
@@ -534,11 +534,11 @@ func TestResealedUnderOtherSession(t *testing.T) {
 	id, rec := onlyRecord(t, db1)
 	db1.Close()
 	db := openDB(t, "/db", memOpts(keys, fs))
-	if db.session.ID == rec.Session {
+	if db.writer.Load().ID == rec.Session {
 		t.Fatal("same session after reopen")
 	}
 	ctr2 := uint64(1)<<63 | 5
-	sealed2, commit2 := db.session.Seal(nil, want, (*[64]byte)(&id), ctr2, rec.Flags)
+	sealed2, commit2 := db.writer.Load().Seal(nil, want, (*[64]byte)(&id), ctr2, rec.Flags)
 	for _, c := range []struct {
 		name    string
 		session [16]byte
@@ -546,8 +546,8 @@ func TestResealedUnderOtherSession(t *testing.T) {
 		want    error
 	}{
 		{"claims the first session", rec.Session, rec.Ctr, seal.ErrCommitment},
-		{"claims its session with another counter", db.session.ID, rec.Ctr, seal.ErrCommitment},
-		{"its true session and counter (control)", db.session.ID, ctr2, nil},
+		{"claims its session with another counter", db.writer.Load().ID, rec.Ctr, seal.ErrCommitment},
+		{"its true session and counter (control)", db.writer.Load().ID, ctr2, nil},
 	} {
 		forged := *rec
 		forged.Session, forged.Ctr, forged.Commit, forged.SealedSize = c.session, c.ctr, commit2, int64(len(sealed2))
@@ -582,7 +582,7 @@ func TestBadRecordIsReplaced(t *testing.T) {
 		id, rec := onlyRecord(t, db)
 		bad := *rec
 		bad.Ctr = 1<<63 | 1
-		forged, commit := db.session.Seal(nil, randBytes(300), (*[64]byte)(&id), bad.Ctr, rec.Flags)
+		forged, commit := db.writer.Load().Seal(nil, randBytes(300), (*[64]byte)(&id), bad.Ctr, rec.Flags)
 		bad.Commit, bad.SealedSize = commit, int64(len(forged))
 		putShards(t, db, loc(&bad), encodeShards(t, id, &bad, forged))
 		setRecord(t, db, id, bad.Encode())
@@ -621,7 +621,7 @@ func TestBadRecordIsReplaced(t *testing.T) {
 				dropShards(t, db, rec)
 			}
 			mustPut(t, db, "b", want)
-			if _, r := onlyRecord(t, db); r.Bad || r.Session != db.session.ID {
+			if _, r := onlyRecord(t, db); r.Bad || r.Session != db.writer.Load().ID {
 				t.Fatalf("record not replaced: %+v", r)
 			}
 			for _, k := range []string{"a", "b"} {
@@ -788,7 +788,7 @@ func TestWriteOnlyKeysHoldNoDecapsulationKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustPut(t, full, "a", randBytes(10<<10))
-	sid := full.session.ID
+	sid := full.writer.Load().ID
 	full.Close()
 	db := openDB(t, "/db", memOpts(wo, fs))
 	mustPut(t, db, "b", randBytes(10<<10))
@@ -1050,7 +1050,7 @@ func TestPadding(t *testing.T) {
 				mustPut(t, db, key, want[key])
 			}
 			for id, rec := range sliceRecords(t, db) {
-				if rec.Session != db.session.ID {
+				if rec.Session != db.writer.Load().ID {
 					continue
 				}
 				inner := int(rec.SealedSize) - seal.Overhead
@@ -1078,7 +1078,7 @@ func TestPadding(t *testing.T) {
 	rec := *recs[id]
 	body := append(bytes.Clone(b), 0x80, 0x01) // not canonical
 	rec.Ctr, rec.Flags = 1<<63|9, seal.FlagPadded
-	sealed, commit := db.session.Seal(nil, body, (*[64]byte)(&id), rec.Ctr, rec.Flags)
+	sealed, commit := db.writer.Load().Seal(nil, body, (*[64]byte)(&id), rec.Ctr, rec.Flags)
 	rec.Commit, rec.SealedSize = commit, int64(len(sealed))
 	putShards(t, db, loc(&rec), encodeShards(t, id, &rec, sealed))
 	setRecord(t, db, id, rec.Encode())
@@ -1147,35 +1147,93 @@ func TestPadmeOverhead(t *testing.T) {
 	t.Logf("single-slice files, stored: no padding %d, Padmé %d (+%.2f%%)", small[0], small[1], pct(small[0], small[1]))
 }
 
-// TestCounterSpaceExhausted proves the counter limit stated in SECURITY.md:
-// a session seals under put numbers 1 … 2^32-1 only (ctr = put << 32 |
-// seq must not wrap, or counters and slice locations would repeat); a Put
-// that would seal under put number 2^32 fails, changes nothing, and a
-// reopened DB (new session) works again.
-func TestCounterSpaceExhausted(t *testing.T) {
+// TestNewSessionWhenPutNumbersRunOut proves the counter limit stated in
+// SECURITY.md and how a DB lives past it: a session seals under put
+// numbers 1 … 2^32-1 only (ctr = put << 32 | seq must not wrap, or counters
+// and slice locations would repeat), so the Put that needs one more, a
+// large one taking numbers one at a time or a small one wanting a block of
+// them (group commit, Batch), begins a new session, once however many Puts
+// find the old one spent. Close marks every session clean, and everything
+// reads back after a reopen.
+func TestNewSessionWhenPutNumbersRunOut(t *testing.T) {
 	k := newKeys(t)
 	fs := vfs.NewMem()
-	db, err := Open("/db", memOpts(k, fs))
+	o := memOpts(k, fs)
+	var logs bytes.Buffer
+	o.Logger = slogText(&logs)
+	db, err := Open("/db", o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := randBytes(3000)
-	db.puts.Store(1<<32 - 2)
-	mustPut(t, db, "last", a) // put number 2^32-1
-	if _, err := db.Put(ctx, "wraps", bytes.NewReader(randBytes(3000))); err == nil || !strings.Contains(err.Error(), "2^32") {
-		t.Fatalf("put number 2^32: %v", err)
+	want := map[string][]byte{}
+	put := func(key string, n int) {
+		want[key] = randBytes(n)
+		mustPut(t, db, key, want[key])
 	}
-	mustPut(t, db, "dedup", a) // seals nothing: fine
-	checkInvariants(t, db)
-	db.Close()
-	db = openDB(t, "/db", memOpts(k, fs))
-	mustPut(t, db, "wraps", randBytes(3000))
-	if !bytes.Equal(get(t, db, "last"), a) {
-		t.Fatal("content differs")
+	exhaust := func() *writerSession {
+		ws := db.writer.Load()
+		ws.puts.Store(1<<32 - 2)
+		return ws
 	}
-	if _, err := db.Stat(ctx, "wraps"); err != nil {
+	large := 300 << 10 // past the first block: numbered one at a time
+
+	first := exhaust()
+	put("large-last", large) // put number 2^32-1
+	put("large-next", large)
+	recs := sliceRecords(t, db)
+	for id := range viewOf(t, db, "large-next").ids {
+		if recs[id].Session == first.ID {
+			t.Fatal("a large Put past put number 2^32-1 sealed in the spent session")
+		}
+	}
+
+	exhaust()
+	put("grouped", 3000) // no whole block left
+	exhaust()
+	b := db.NewBatch()
+	for _, key := range []string{"batch-a", "batch-b"} {
+		want[key] = randBytes(3000)
+		if err := b.Put(ctx, key, bytes.NewReader(want[key])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+
+	exhaust() // many Puts at once find it spent
+	var wg sync.WaitGroup
+	for i := range 16 {
+		key, n := fmt.Sprintf("concurrent-%d", i), 3000
+		if i%2 == 0 {
+			n = large
+		}
+		b := randBytes(n)
+		want[key] = b
+		wg.Go(func() {
+			if _, err := db.Put(ctx, key, bytes.NewReader(b)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(db.sessions) != 5 {
+		t.Fatalf("%d sessions begun, want 5: one at Open and one each time the numbers ran out", len(db.sessions))
+	}
+	checkInvariants(t, db) // one unclean marker per session while open
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, "/db", o)
+	if strings.Contains(logs.String(), "recovered unclean session") {
+		t.Fatalf("Close left a session unclean:\n%s", logs.String())
+	}
+	for key, b := range want {
+		if !bytes.Equal(get(t, db, key), b) {
+			t.Fatalf("%s differs after reopening", key)
+		}
+	}
+	checkInvariants(t, db)
 }
 
 // TestParseKeysRefusesLowOrderX25519 checks that a write-only key file whose
@@ -1215,7 +1273,7 @@ func TestCloseWipesSessionKeys(t *testing.T) {
 	}
 	var held []*seal.Session
 	db.opened.Range(func(_, v any) bool { held = append(held, v.(*seal.Session)); return true })
-	writer := db.session
+	writer := db.writer.Load().Session
 	if len(held) == 0 || writer.Key == ([32]byte{}) {
 		t.Fatal("no session key held before Close: the test does not test what it says")
 	}
