@@ -554,3 +554,55 @@ func TestDeleteWhileDeletesFail(t *testing.T) {
 		t.Fatalf("Stat of the pruned key: %v, %v", d, err)
 	}
 }
+
+// TestPublishAfterRepin is TestPublishAfterUnpin where X pins S again
+// before publishing it: S appears a second time in X, after its first
+// manifest chunk, so a later slice of X finds W's record and pins S anew.
+// X then still holds a pin, but not since it found no record, and must
+// look before publishing. (Without the look, X overwrote W's record: W's
+// shards were left without one and the slice counted twice.)
+func TestPublishAfterRepin(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	// Fewer than 2 manifest chunks: X holds its second pin of S until it
+	// commits. S is x[s0:s1]; c, a cut past the gate, is where S comes again.
+	x := randBytes(6 << 20)
+	var s0, s1, c int
+	gate := 0
+	for pos, i := 0, 0; ; i++ {
+		n := db.chunker.Cut(x[pos:], true)
+		if i == chunkRefs-1 { // the last slice of X's first manifest chunk
+			s0, s1 = pos, pos+n
+			gate = s1 + 6*db.chunker.Params().Max
+		}
+		pos += n
+		if gate > 0 && pos > gate+db.chunker.Params().Max {
+			c = pos
+			break
+		}
+	}
+	s := bytes.Clone(x[s0:s1])
+	x = append(append(append([]byte(nil), x[:c]...), s...), x[c:]...)
+	id := db.sliceID(s)
+	w := db.NewBatch()
+	if err := w.Put(ctx, "w", bytes.NewReader(s)); err != nil {
+		t.Fatal(err)
+	}
+	g := &stallReader{data: x, gate: gate, open: make(chan struct{})}
+	xdone := make(chan error, 1)
+	go func() { _, err := db.Put(ctx, "x", g); xdone <- err }()
+	// Wait for X's first chunk: its reference to S is written, its pin gone.
+	for found := false; !found; time.Sleep(time.Millisecond) {
+		_ = db.eachKey(record.RefPrefix((*[64]byte)(&id)), func(k, v []byte) error { found = true; return nil })
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(g.open)
+	if err := <-xdone; err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, db, "x"); !bytes.Equal(got, x) {
+		t.Fatal("x differs")
+	}
+	checkInvariants(t, db)
+}

@@ -279,6 +279,9 @@ func (db *DB) putInto(rel *release, s *staged, parents map[string]bool) (*record
 		rel.lazySync = true
 	}
 	if po.parent != "" && po.parent != d.Parent {
+		if err := checkAncestors(rel.b, p.key, po.parent); err != nil {
+			return nil, err
+		}
 		if d.Parent != "" {
 			_ = rel.b.Delete(record.ChildKey(d.Parent, p.key), nil)
 		}
@@ -287,6 +290,28 @@ func (db *DB) putInto(rel *release, s *staged, parents map[string]bool) (*record
 	}
 	_ = rel.b.Set(record.DataKey(p.key), d.Encode(), nil)
 	return d, nil
+}
+
+// checkAncestors refuses to make parent the parent of key if key is among
+// parent's ancestors: no Put can clear a parent, so every Data of a cycle
+// would keep a child and could never be deleted.
+func checkAncestors(r pebble.Reader, key, parent string) error {
+	seen := map[string]bool{}
+	for k := parent; k != "" && !seen[k]; {
+		if k == key {
+			return fmt.Errorf("%w: %q cannot be a child of its descendant %q", ErrInvalidKey, key, parent)
+		}
+		seen[k] = true
+		d, err := getData(r, k)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		k = d.Parent
+	}
+	return nil
 }
 
 // commitLocked writes the stats into b and commits it. On failure the

@@ -348,6 +348,38 @@ func TestChildrenAndList(t *testing.T) {
 	checkInvariants(t, db)
 }
 
+// TestParentCycle checks that a Put cannot move a Data under one of its own
+// descendants, by DB.Put or in a Batch: no Put can clear a parent, so in a
+// cycle every Data has a child and none could ever be deleted
+// (ErrHasChildren for each).
+func TestParentCycle(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "a", nil)
+	mustPut(t, db, "b", nil, WithParent("a"))
+	mustPut(t, db, "c", nil, WithParent("b"))
+	for _, parent := range []string{"b", "c"} {
+		if _, err := db.Put(ctx, "a", bytes.NewReader(nil), WithParent(parent)); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("a moved under its descendant %q: %v, want ErrInvalidKey", parent, err)
+		}
+	}
+	b := db.NewBatch()
+	if err := b.Put(ctx, "x", bytes.NewReader(nil), WithParent("c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, "a", bytes.NewReader(nil), WithParent("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); !errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("a batch moved a under its descendant: %v, want ErrInvalidKey", err)
+	}
+	for _, k := range []string{"c", "b", "a"} {
+		if _, err := db.Delete(ctx, k); err != nil {
+			t.Fatalf("Delete %q: %v", k, err)
+		}
+	}
+	checkInvariants(t, db)
+}
+
 func collect(t *testing.T, seq func(func(string, error) bool)) []string {
 	t.Helper()
 	var out []string
@@ -640,6 +672,26 @@ func TestFailedPutLeavesNothing(t *testing.T) {
 	}
 	if s := db.Stats(); s != before {
 		t.Fatalf("cancelled put changed stats: %+v", s)
+	}
+	checkInvariants(t, db)
+}
+
+// TestTruncatedReaderFails checks that a reader failing with
+// io.ErrUnexpectedEOF, as a truncated HTTP body or gzip stream does, fails
+// the Put instead of storing the ClearText cut short. (Found in review:
+// io.ReadFull returns the reader's own io.ErrUnexpectedEOF as it reports a
+// short read at the end, and the Put committed what it had read.)
+func TestTruncatedReaderFails(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	b := randBytes(1 << 20)
+	for _, n := range []int{0, 100 << 10, 600 << 10} { // in the first block, later ones
+		_, err := db.Put(ctx, "x", &failingReader{r: bytes.NewReader(b), n: n, err: io.ErrUnexpectedEOF})
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("reader truncated at %d: %v, want io.ErrUnexpectedEOF", n, err)
+		}
+		if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("reader truncated at %d: stored anyway (%v)", n, err)
+		}
 	}
 	checkInvariants(t, db)
 }

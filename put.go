@@ -168,6 +168,10 @@ type newSlice struct {
 	ready  chan struct{}
 	stored int64
 	err    error
+	// unpinned is set, under db.mu, when a manifest chunk released the
+	// Put's last pin of the slice before the Put published it: another
+	// Put may have published it since, even if this one pins it again.
+	unpinned bool
 }
 
 // job is one slice moving through the pipeline.
@@ -373,10 +377,10 @@ func (p *put) fill(ctx context.Context, r io.Reader, sem chan struct{}, head, si
 	}
 	b := &block{b: bufpool.Get(head + size), head: head, off: off, sem: sem}
 	b.users.Store(1) // the cutter's
-	n, err := io.ReadFull(r, b.b[head:])
+	n, err := readFull(r, b.b[head:])
 	b.b = b.b[:head+n]
 	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF:
+	case err == io.EOF:
 		b.eof = true
 	case err != nil:
 		b.release()
@@ -388,6 +392,23 @@ func (p *put) fill(ctx context.Context, r io.Reader, sem chan struct{}, head, si
 		go p.speculate(b)
 	}
 	return b, nil
+}
+
+// readFull is io.ReadFull except that it returns r's errors as they are,
+// io.EOF only at the end of r: io.ReadFull also turns that end into
+// io.ErrUnexpectedEOF, which readers such as a truncated HTTP body or gzip
+// stream return as an error, and the Put must not store such a ClearText
+// cut short.
+func readFull(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // runInline puts a ClearText that fits in its first block on the caller's
@@ -408,6 +429,9 @@ func (p *put) runInline(ctx context.Context, b *block) (*content, error) {
 	err := p.cut(ctx, filled, work, order)
 	close(work)
 	close(order)
+	for b := range filled { // cut found ctx done before it took b
+		b.release()
+	}
 	for j := range work {
 		if err == nil {
 			p.process(j)
@@ -730,6 +754,9 @@ func (p *put) chunkWritten() {
 		p.db.unpinLocked(id, p.key)
 		if p.pins[id]--; p.pins[id] == 0 {
 			delete(p.pins, id)
+			if ns := p.local[id]; ns != nil {
+				ns.unpinned = true
+			}
 		}
 	}
 	p.chunk, p.start = p.chunk[:0], p.off
@@ -766,10 +793,12 @@ func (p *put) publishLocked(rel *release, durable int) error {
 	db := p.db
 	for _, j := range p.pending[:durable-p.publ] {
 		// Look unless this Put has held its pin since it found no record
-		// (a full manifest chunk releases pins before its slices publish).
+		// (a full manifest chunk releases pins before its slices publish,
+		// and a later slice of the Put may pin it again).
 		pn := db.pins[j.id] // not nil while this Put holds a pin
+		ns := p.local[j.id] // nil if a commit that failed published it
 		var old *record.Slice
-		if j.bad || p.pins[j.id] == 0 || pn.published {
+		if j.bad || p.pins[j.id] == 0 || ns == nil || ns.unpinned || pn.published {
 			var err error
 			if old, err = sliceRecord(rel.b, &j.id); err != nil {
 				return err
