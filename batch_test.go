@@ -263,6 +263,30 @@ func (g *stallReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// publishMeanwhile sets the scene of TestPublishAfterUnpin: it starts Put X
+// of x, which stalls at gate, waits until X's first manifest chunk
+// references slice s (which releases X's pin) and commits a Batch W of s,
+// which publishes s while X has it unpublished. close(g.open) lets X go on;
+// xdone gives its result.
+func publishMeanwhile(t *testing.T, db *DB, x, s []byte, gate int) (g *stallReader, xdone chan error) {
+	t.Helper()
+	id := db.sliceID(s)
+	w := db.NewBatch()
+	if err := w.Put(ctx, "w", bytes.NewReader(s)); err != nil {
+		t.Fatal(err)
+	}
+	g = &stallReader{data: x, gate: gate, open: make(chan struct{})}
+	xdone = make(chan error, 1)
+	go func() { _, err := db.Put(ctx, "x", g); xdone <- err }()
+	for found := false; !found; time.Sleep(time.Millisecond) {
+		_ = db.eachKey(record.RefPrefix((*[64]byte)(&id)), func(k, v []byte) error { found = true; return nil })
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return g, xdone
+}
+
 // TestPublishAfterUnpin checks that a Put publishing a slice it no longer
 // pins (a full manifest chunk releases its pins first) looks for a record
 // published meanwhile instead of overwriting it: W (a batch) publishes
@@ -282,21 +306,7 @@ func TestPublishAfterUnpin(t *testing.T) {
 		pos += n
 	}
 	s := bytes.Clone(x[s0:s1])
-	id := db.sliceID(s)
-	w := db.NewBatch()
-	if err := w.Put(ctx, "w", bytes.NewReader(s)); err != nil {
-		t.Fatal(err)
-	}
-	g := &stallReader{data: x, gate: s1 + 6*db.chunker.Params().Max, open: make(chan struct{})}
-	xdone := make(chan error, 1)
-	go func() { _, err := db.Put(ctx, "x", g); xdone <- err }()
-	// Wait for X's first chunk: its reference to S is written, its pin gone.
-	for found := false; !found; time.Sleep(time.Millisecond) {
-		_ = db.eachKey(record.RefPrefix((*[64]byte)(&id)), func(k, v []byte) error { found = true; return nil })
-	}
-	if err := w.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	g, xdone := publishMeanwhile(t, db, x, s, s1+6*db.chunker.Params().Max)
 	z := db.NewBatch()
 	if err := z.Put(ctx, "z", bytes.NewReader(s)); err != nil {
 		t.Fatal(err)
@@ -582,21 +592,7 @@ func TestPublishAfterRepin(t *testing.T) {
 	}
 	s := bytes.Clone(x[s0:s1])
 	x = append(append(append([]byte(nil), x[:c]...), s...), x[c:]...)
-	id := db.sliceID(s)
-	w := db.NewBatch()
-	if err := w.Put(ctx, "w", bytes.NewReader(s)); err != nil {
-		t.Fatal(err)
-	}
-	g := &stallReader{data: x, gate: gate, open: make(chan struct{})}
-	xdone := make(chan error, 1)
-	go func() { _, err := db.Put(ctx, "x", g); xdone <- err }()
-	// Wait for X's first chunk: its reference to S is written, its pin gone.
-	for found := false; !found; time.Sleep(time.Millisecond) {
-		_ = db.eachKey(record.RefPrefix((*[64]byte)(&id)), func(k, v []byte) error { found = true; return nil })
-	}
-	if err := w.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	g, xdone := publishMeanwhile(t, db, x, s, gate)
 	close(g.open)
 	if err := <-xdone; err != nil {
 		t.Fatal(err)

@@ -231,9 +231,15 @@ func (db *DB) finishRelease(r *release) (*DeleteReport, bool, error) {
 	}
 	sort.Slice(ids, func(i, j int) bool { return bytes.Compare(ids[i][:], ids[j][:]) < 0 })
 	for _, id := range ids {
-		by, err := r.referencedBy(&id)
+		by, refs, err := r.referencedBy(&id)
 		if err != nil {
 			return nil, false, err
+		}
+		if len(by) > 0 && refs == 0 {
+			// Only a pin, which a crash loses, keeps it: the Put's
+			// manifest may never list it, and the slice may lie in
+			// an older session than the one recovery walks.
+			_ = r.b.Set(record.PinnedKey((*[64]byte)(&id)), nil, nil)
 		}
 		if len(by) > 0 {
 			rep.Kept = append(rep.Kept, KeptSlice{ID: id, ReferencedBy: by})
@@ -286,8 +292,9 @@ func encodeLocs(locs []slicestore.Location) []byte {
 }
 
 // referencedBy returns the keys whose manifests (other than those the
-// release removes) reference id, and those of Puts in flight that pinned it.
-func (r *release) referencedBy(id *SliceID) ([]string, error) {
+// release removes) reference id, and those of Puts in flight that pinned it;
+// refs counts the references from manifests.
+func (r *release) referencedBy(id *SliceID) (_ []string, refs int, _ error) {
 	keys := map[string]bool{}
 	if pn := r.db.pins[*id]; pn != nil {
 		for k := range pn.keys {
@@ -297,7 +304,7 @@ func (r *release) referencedBy(id *SliceID) ([]string, error) {
 	lo := record.RefPrefix((*[64]byte)(id))
 	it, err := r.b.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: record.PrefixEnd(lo)})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
@@ -307,19 +314,20 @@ func (r *release) referencedBy(id *SliceID) ([]string, error) {
 		}
 		k, err := manifestKey(r.b, m)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		keys[k] = true
+		refs++
 	}
 	if err := it.Error(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	out := make([]string, 0, len(keys))
 	for k := range keys {
 		out = append(out, k)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out, refs, nil
 }
 
 // manifestKey reads the key whose version manifest m holds from r.

@@ -13,8 +13,8 @@ import (
 
 // recover brings the store back to a state where invariants I1–I4 hold
 // after a crash: Deletes whose meta batch committed get their shards
-// removed, and every session that did not close cleanly has its unfinished
-// Puts rolled back.
+// removed, every session that did not close cleanly has its unfinished
+// Puts rolled back, and slices kept only for Puts in flight are released.
 func (db *DB) recover() error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -40,7 +40,28 @@ func (db *DB) recover() error {
 		}
 		db.opts.Logger.Info("sealkv: recovered unclean session", "session", fmt.Sprintf("%x", sid))
 	}
-	return nil
+	return db.releasePinned()
+}
+
+// releasePinned decides again the slices that releases kept only for Puts
+// in flight (record.PinnedKey). Those Puts have ended, by commit, abort or
+// crash, so the slices are deleted unless a manifest now references them.
+func (db *DB) releasePinned() error {
+	rel := db.newRelease()
+	defer rel.close()
+	n := 0
+	err := db.eachKey([]byte{record.PrefixPinned}, func(k, _ []byte) error {
+		if len(k) == 1+record.IDSize {
+			rel.candidate(SliceID(k[1:]))
+		}
+		n++
+		return rel.b.Delete(k, nil)
+	})
+	if err != nil || n == 0 {
+		return err
+	}
+	_, err = db.finishLocked(rel)
+	return db.afterCommit(rel, err)
 }
 
 // finishIntents removes the shards named by committed delete intents.

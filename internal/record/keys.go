@@ -20,6 +20,7 @@ const (
 	PrefixSession  = 's' // s sessionID                 -> Session
 	PrefixUnclean  = 'u' // u sessionID                 -> (empty) while open
 	PrefixIntent   = 'i' // i seq(8)                    -> delete intent
+	PrefixPinned   = 'p' // p sliceID                   -> (empty) kept only for a Put in flight
 )
 
 // ConfigKey and StatsKey are the singleton records.
@@ -112,6 +113,10 @@ func RefSlicePrefix(k []byte) (p [RefIDSize]byte, ok bool) {
 	copy(p[:], k[1:])
 	return p, true
 }
+
+// PinnedKey marks a slice that a release kept only because a Put in flight
+// pinned it: if that Put never commits, Open must release the slice.
+func PinnedKey(id *[IDSize]byte) []byte { return key(PrefixPinned, id[:]) }
 
 // SessionKey and UncleanKey are a session's records.
 func SessionKey(s [SessionSize]byte) []byte { return key(PrefixSession, s[:]) }
