@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,4 +310,142 @@ func TestUsageAndInternalErrors(t *testing.T) {
 	if out := e.ok("completion", "bash"); !strings.Contains(out, "bash completion") {
 		t.Error("no bash completion")
 	}
+}
+
+// limitedEnv is a store holding "big" (returned), 2 MiB, whose runs can
+// write files of at most 512 KiB, so a get of big fails part way.
+func limitedEnv(t *testing.T) (*env, []byte) {
+	e := newEnv(t)
+	big := pseudoRandom(2, 2<<20)
+	e.ok("put", writeFile(t, e.dir, "big.src", big), "--key", "big")
+	// Opening the store flushes the put's log now, not in a limited run.
+	e.ok("ls")
+	e.wrap = fileSizeLimit(1024)
+	return e, big
+}
+
+// dirNames lists the names in dir.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range ents {
+		names = append(names, d.Name())
+	}
+	return names
+}
+
+func TestGetOutputFailureKeepsFile(t *testing.T) {
+	e, big := limitedEnv(t)
+	dir := filepath.Join(e.dir, "out")
+	old := writeFile(t, dir, "old.txt", []byte("precious"))
+	if err := os.Chmod(old, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	e.fail(exitError, []string{"write " + old + ": file too large"}, "get", "big", "-o", old)
+	if b, _ := os.ReadFile(old); string(b) != "precious" {
+		t.Errorf("a failed get -o left %d bytes in the existing file", len(b))
+	}
+	if names := dirNames(t, dir); len(names) != 1 {
+		t.Errorf("a failed get -o left files behind: %v", names)
+	}
+	e.fail(exitError, []string{"file too large"}, "get", "big", "-o", filepath.Join(dir, "new.txt"))
+	if names := dirNames(t, dir); len(names) != 1 {
+		t.Errorf("a failed get -o left files behind: %v", names)
+	}
+
+	e.wrap = nil
+	e.ok("get", "big", "-o", old)
+	if b, _ := os.ReadFile(old); !bytes.Equal(b, big) {
+		t.Error("get -o over an existing file: content differs")
+	}
+	if info, err := os.Stat(old); err != nil || info.Mode().Perm() != 0o640 {
+		t.Errorf("get -o over an existing file: %v %v, want mode 0640", info, err)
+	}
+	if names := dirNames(t, dir); len(names) != 1 {
+		t.Errorf("get -o left files behind: %v", names)
+	}
+	e.ok("get", "big", "-o", os.DevNull) // written in place, not renamed over
+	stdoutToFile(t, e, "get", "big", "-o", "/dev/stdout")
+}
+
+// stdoutToFile runs sealkv with stdout redirected to a file and requires
+// the output to land in that file, not in one renamed over its name.
+func stdoutToFile(t *testing.T, e *env, args ...string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(e.dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := e.command(args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = f, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sealkv %v: %v\n%s", args, err, stderr.String())
+	}
+	renamed, err := os.Stat(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := f.Stat(); !os.SameFile(info, renamed) || info.Size() == 0 {
+		t.Errorf("sealkv %v: the output went to a new file replacing stdout's", args)
+	}
+}
+
+func TestGetTreeFailureRemovesPartialFile(t *testing.T) {
+	e, _ := limitedEnv(t)
+	e.fail(exitError, []string{"file too large"}, "get", "-r", "big", "-o", filepath.Join(e.dir, "tree"))
+	if _, err := os.Lstat(filepath.Join(e.dir, "tree")); !os.IsNotExist(err) {
+		t.Errorf("a failed get -r left a partial file: %v", err)
+	}
+}
+
+func TestGetTreeKeyBelowMissingDirs(t *testing.T) {
+	e := newEnv(t)
+	e.ok("put", writeFile(t, e.dir, "p", []byte("p")), "--key", "p")
+	e.ok("put", writeFile(t, e.dir, "y", []byte("deep")), "--key", "p/x/y", "--parent", "p")
+	out := filepath.Join(e.dir, "out")
+	e.ok("get", "-r", "p", "-o", out)
+	if b, err := os.ReadFile(filepath.Join(out, "x", "y")); err != nil || string(b) != "deep" {
+		t.Errorf("p/x/y: %q %v", b, err)
+	}
+}
+
+func TestQuietPrintsNoSkipWarnings(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(e.dir, "d")
+	writeFile(t, src, "a", []byte("a"))
+	if err := os.Symlink("a", filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("put", src); r.code != 0 || !strings.Contains(r.stderr, "skipped") {
+		t.Errorf("put: exit %d, stderr %q; want a skip warning", r.code, r.stderr)
+	}
+	if r := e.run("-q", "put", src); r.code != 0 || r.stderr != "" {
+		t.Errorf("put -q: exit %d, stderr %q; want none", r.code, r.stderr)
+	}
+}
+
+func TestPutWorkerPanic(t *testing.T) {
+	// A nil DB makes every Put panic; more entries than workers checks
+	// that the queue does not block once they have.
+	p := &plan{entries: []*entry{{dir: true}, {rel: "a", dir: true}, {rel: "b", dir: true}, {rel: "c", dir: true}}}
+	tp := &treePut{plan: p, key: keyJoin("k"), jobs: 2}
+	defer func() {
+		if recover() == nil {
+			t.Error("putAll did not raise the workers' panic")
+		}
+	}()
+	tp.putAll(context.Background(), []int{0, 1, 2, 3}, make([]putResult, 4))
+}
+
+func TestPutPathErrors(t *testing.T) {
+	e := newEnv(t)
+	e.fail(exitNotFound, []string{"no such file"}, "put", filepath.Join(e.dir, "missing"))
+	long := filepath.Join(e.dir, strings.Repeat("x", 300))
+	e.fail(exitError, []string{"file name too long"}, "put", long)
 }

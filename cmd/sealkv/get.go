@@ -22,7 +22,9 @@ type getFlags struct {
 	version   uint64
 }
 
-const getLong = `Get writes the content of KEY to stdout or, with -o, to a file.
+const getLong = `Get writes the content of KEY to stdout or, with -o, to a file. The
+file is replaced only once the whole content has been read and synced: a
+failed get leaves it as it was.
 
 With -r it rebuilds the tree below KEY in the directory given by -o: KEY
 becomes that directory and every child Data (see "sealkv ls --children") a
@@ -89,29 +91,32 @@ func (a *app) getOne(c *cobra.Command, db *kv.DB, key string, f *getFlags) error
 		return err
 	}
 	defer r.Close()
-	var w io.Writer = a.stdout
-	if f.out != "" {
-		file, err := os.Create(f.out)
-		if err != nil {
-			return unwrapPath(err)
-		}
-		defer file.Close()
-		w = file
-	}
-	m := a.newMeter("get", r.Size(), true)
-	start := time.Now()
-	n, err := io.Copy(m.writer(w), r)
-	m.finish()
-	if err != nil {
+	if f.out == "" {
+		_, err := a.copyOut(a.stdout, r)
 		return err
 	}
-	if file, ok := w.(*os.File); ok && f.out != "" {
-		if err := file.Close(); err != nil {
-			return err
-		}
-		a.printf("%s: %s written to %s (%s)\n", key, fmtBytes(n), f.out, fmtDur(time.Since(start)))
+	out, err := createOutput(f.out)
+	if err != nil {
+		return unwrapPath(err)
 	}
+	start := time.Now()
+	n, err := a.copyOut(out, r)
+	if err != nil {
+		return unwrapPath(out.abort(err))
+	}
+	if err := out.commit(); err != nil {
+		return unwrapPath(err)
+	}
+	a.printf("%s: %s written to %s (%s)\n", key, fmtBytes(n), f.out, fmtDur(time.Since(start)))
 	return nil
+}
+
+// copyOut copies r to w with a progress meter.
+func (a *app) copyOut(w io.Writer, r *kv.Reader) (int64, error) {
+	m := a.newMeter("get", r.Size(), true)
+	n, err := io.Copy(m.writer(w), r)
+	m.finish()
+	return n, err
 }
 
 // node is one Data of a tree being read.
@@ -214,10 +219,16 @@ func (a *app) getNode(c *cobra.Command, db *kv.DB, n node, out string, m *meter)
 		m.add(r.Size() - int64(len(head)))
 		return true, os.MkdirAll(dst, 0o755)
 	}
+	// A child's key can be more than one element below its parent's
+	// ("p/x/y" under "p") with no Data for the directories between.
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return false, err
+	}
 	return false, writeNew(dst, io.MultiReader(bytes.NewReader(head), m.reader(r)))
 }
 
-// writeNew creates dst (never overwriting) with the bytes of r.
+// writeNew creates dst (never overwriting) with the bytes of r; if that
+// fails, it removes dst.
 func writeNew(dst string, r io.Reader) error {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, os.ErrExist) {
@@ -226,9 +237,12 @@ func writeNew(dst string, r io.Reader) error {
 	if err != nil {
 		return unwrapPath(err)
 	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return f.Close()
+	if err != nil {
+		os.Remove(dst) // a partial file would pass for the whole one
+	}
+	return err
 }

@@ -37,6 +37,7 @@ type env struct {
 	dir   string
 	store string
 	keys  string
+	wrap  []string // command that runs the binary, given as its first argument
 }
 
 // result is one run of the binary.
@@ -63,8 +64,7 @@ func (e *env) run(args ...string) result {
 // runIn is run with stdin.
 func (e *env) runIn(stdin []byte, args ...string) result {
 	e.t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(cleanEnv(), "SEALKV_STORE="+e.store, "SEALKV_KEYS="+e.keys)
+	cmd := e.command(args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -78,6 +78,14 @@ func (e *env) runIn(stdin []byte, args ...string) result {
 		e.t.Fatalf("running sealkv %v: %v", args, err)
 	}
 	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// command is the command that runs sealkv args for e.
+func (e *env) command(args ...string) *exec.Cmd {
+	argv := append(append(append([]string{}, e.wrap...), bin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(cleanEnv(), "SEALKV_STORE="+e.store, "SEALKV_KEYS="+e.keys)
+	return cmd
 }
 
 // cleanEnv is the environment without SEALKV_ variables.
@@ -134,6 +142,13 @@ func checkErrorLine(t *testing.T, stderr string, has ...string) {
 			t.Errorf("stderr %q does not contain %q", lines[0], h)
 		}
 	}
+}
+
+// fileSizeLimit wraps runs so that the binary cannot write files larger
+// than n*512 bytes (writes beyond fail with EFBIG), killing it after a
+// minute should it hang.
+func fileSizeLimit(n int) []string {
+	return []string{"timeout", "-s", "KILL", "60", "sh", "-c", fmt.Sprintf(`ulimit -f %d && exec "$0" "$@"`, n)}
 }
 
 // writeFile writes b to dir/name, creating directories.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -102,8 +104,11 @@ func (a *app) runPut(c *cobra.Command, arg string, f *putFlags) error {
 // planArg plans what "put arg" stores, following a symlink given as arg.
 func planArg(arg string) (*plan, error) {
 	info, err := os.Stat(arg)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &cliError{code: exitNotFound, msg: unwrapPath(err).Error(), err: err}
+	}
+	if err != nil {
+		return nil, unwrapPath(err) // a name too long, say: not "not found"
 	}
 	if !info.IsDir() {
 		if !info.Mode().IsRegular() {
@@ -149,7 +154,9 @@ func (a *app) putSummary(p *plan, res []putResult, took time.Duration, s kv.Stat
 		})
 	}
 	for _, name := range p.skipped {
-		fmt.Fprintf(a.stderr, "sealkv: skipped %s (not a regular file or directory)\n", name)
+		if !a.quiet { // -q prints no warnings
+			fmt.Fprintf(a.stderr, "sealkv: skipped %s (not a regular file or directory)\n", name)
+		}
 	}
 	if len(res) == 1 && !a.quiet {
 		r := res[0]

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sealkv/kv"
@@ -205,16 +207,23 @@ func depth(rel string) int {
 	return strings.Count(rel, "/") + 1
 }
 
-// putAll puts the entries at idx of the plan concurrently.
+// putAll puts the entries at idx of the plan concurrently. A panic in a
+// worker is raised again here, in the command's goroutine, where run
+// turns it into one line and exitInternal; in the worker it would end the
+// process with a stack trace.
 func (t *treePut) putAll(ctx context.Context, idx []int, res []putResult) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	next := make(chan int)
 	var wg sync.WaitGroup
+	var panicked atomic.Pointer[workerPanic]
 	for range max(1, min(t.jobs, len(idx))) {
 		wg.Go(func() {
 			for i := range next {
-				r, err := t.putEntry(ctx, t.plan.entries[i])
+				r, err := t.putRecover(ctx, t.plan.entries[i])
+				if p, ok := err.(*workerPanic); ok {
+					panicked.CompareAndSwap(nil, p)
+				}
 				if err != nil {
 					cancel(err)
 					continue
@@ -231,7 +240,27 @@ func (t *treePut) putAll(ctx context.Context, idx []int, res []putResult) error 
 	}
 	close(next)
 	wg.Wait()
+	if p := panicked.Load(); p != nil {
+		panic(p.value)
+	}
 	return context.Cause(ctx)
+}
+
+// workerPanic is a panic recovered in a put worker.
+type workerPanic struct{ value any }
+
+// Error describes the panic.
+func (p *workerPanic) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+// putRecover is putEntry with a panic returned as a *workerPanic, so that
+// the worker goes on draining the queue and putAll does not block.
+func (t *treePut) putRecover(ctx context.Context, e *entry) (r putResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &workerPanic{value: v}
+		}
+	}()
+	return t.putEntry(ctx, e)
 }
 
 func (t *treePut) parentOf(e *entry) string {
