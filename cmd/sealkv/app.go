@@ -132,7 +132,7 @@ func (a *app) loadKeys() (*kv.Keys, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	b, err := os.ReadFile(path)
+	b, err := readKeyFile(path)
 	if err != nil {
 		return nil, path, &cliError{code: exitKeys, msg: fmt.Sprintf("reading key file: %v", unwrapPath(err)), err: err}
 	}
@@ -141,6 +141,24 @@ func (a *app) loadKeys() (*kv.Keys, string, error) {
 		return nil, path, &cliError{code: exitKeys, msg: fmt.Sprintf("key file %s: %v", path, err), err: err}
 	}
 	return k, path, nil
+}
+
+// maxKeyFile bounds what loadKeys reads: key files are a few KiB, and a
+// mistaken --keys (/dev/zero, a large file) must not fill memory.
+const maxKeyFile = 64 << 10
+
+// readKeyFile reads the key file at path, refusing one over maxKeyFile.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err == nil && len(b) > maxKeyFile {
+		err = fmt.Errorf("%s: larger than %d KiB, not a sealkv key file", path, maxKeyFile>>10)
+	}
+	return b, err
 }
 
 // unwrapPath keeps a PathError's message short: "open X: no such file".

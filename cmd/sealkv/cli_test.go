@@ -258,6 +258,12 @@ func TestKeyErrors(t *testing.T) {
 	e.keys = writeFile(t, e.dir, "garbage.key", []byte("not a key file at all"))
 	e.fail(exitKeys, []string{"invalid keys", "garbage.key"}, "ls")
 
+	e.keys = filepath.Join(e.dir, "huge.key") // 1 GiB, sparse: read whole, it fills memory
+	if err := os.WriteFile(e.keys, nil, 0o600); err != nil || os.Truncate(e.keys, 1<<30) != nil {
+		t.Fatal("cannot create huge.key")
+	}
+	e.fail(exitKeys, []string{"reading key file", "larger than 64 KiB"}, "ls")
+
 	e.keys = filepath.Join(e.dir, "missing.key")
 	e.fail(exitKeys, []string{"reading key file", "no such file"}, "ls")
 
@@ -412,6 +418,27 @@ func TestGetTreeKeyBelowMissingDirs(t *testing.T) {
 	e.ok("get", "-r", "p", "-o", out)
 	if b, err := os.ReadFile(filepath.Join(out, "x", "y")); err != nil || string(b) != "deep" {
 		t.Errorf("p/x/y: %q %v", b, err)
+	}
+}
+
+// TestPutTreeAvoidsStoreAndKeys puts a directory holding the store and the
+// key file: it stores neither (the store grows while it is walked, and the
+// key file would put the secret keys among the data), and says so.
+func TestPutTreeAvoidsStoreAndKeys(t *testing.T) {
+	e := newEnv(t)
+	e.ok("put", writeFile(t, e.dir, "a", []byte("a")), "--key", "a") // creates the store
+	r := e.run("put", e.dir, "--key", "tree")
+	if r.code != 0 {
+		t.Fatalf("put of the tree holding the store: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"store (the store itself)", "full.key (the key file)"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q does not say %q", r.stderr, want)
+		}
+	}
+	ls := e.ok("ls", "--children", "tree")
+	if strings.Contains(ls, "store") || strings.Contains(ls, "full.key") || !strings.Contains(ls, "tree/a") {
+		t.Errorf("children of tree:\n%s\nwant a, and neither the store nor the key file", ls)
 	}
 }
 

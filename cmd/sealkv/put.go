@@ -33,8 +33,9 @@ A directory tree is stored as one Data per file and per directory; every
 entry is a child of its directory's Data (kv.WithParent), keyed
 "<directory key>/<name>". A directory's content is a small listing: the
 line "sealkv directory v1" and then one line per entry, subdirectories with
-a trailing '/'. Symlinks and special files are skipped; file modes and times
-are not stored.
+a trailing '/'. Symlinks and special files are skipped, and so are the
+store and the key file if they lie in the tree; file modes and times are
+not stored.
 
 Putting content equal to a key's current version adds no version; other
 content becomes a new version (see "sealkv versions").`
@@ -84,7 +85,7 @@ func (a *app) runPut(c *cobra.Command, arg string, f *putFlags) error {
 	if arg == "-" {
 		return a.withStore(true, func(db *kv.DB) error { return a.putStdin(c, db, key, f.parent) })
 	}
-	p, err := planArg(arg)
+	p, err := planArg(arg, a.avoid())
 	if err != nil {
 		return err
 	}
@@ -101,8 +102,25 @@ func (a *app) runPut(c *cobra.Command, arg string, f *putFlags) error {
 	})
 }
 
+// avoid returns the store and the key file, which a tree put must not
+// store: the store grows while it is walked, and the key file would put
+// the secret keys among the data they protect.
+func (a *app) avoid() []avoid {
+	var out []avoid
+	add := func(name, what string) {
+		if info, err := os.Stat(name); err == nil {
+			out = append(out, avoid{info, what})
+		}
+	}
+	dir, _ := a.storeDir()
+	add(dir, "the store itself")
+	keys, _ := a.keysPath()
+	add(keys, "the key file")
+	return out
+}
+
 // planArg plans what "put arg" stores, following a symlink given as arg.
-func planArg(arg string) (*plan, error) {
+func planArg(arg string, avoid []avoid) (*plan, error) {
 	info, err := os.Stat(arg)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &cliError{code: exitNotFound, msg: unwrapPath(err).Error(), err: err}
@@ -120,7 +138,7 @@ func planArg(arg string) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return planTree(root, 0)
+	return planTree(root, 0, avoid...)
 }
 
 func (a *app) putStdin(c *cobra.Command, db *kv.DB, key, parent string) error {
@@ -148,14 +166,18 @@ func (a *app) putSummary(p *plan, res []putResult, took time.Duration, s kv.Stat
 		}
 	}
 	if a.json {
+		skipped := []string{}
+		for _, sk := range p.skipped {
+			skipped = append(skipped, sk.name)
+		}
 		return a.writeJSON(map[string]any{
 			"items": res, "files": p.files, "dirs": p.dirs, "bytes": p.bytes,
-			"new_versions": changed, "skipped": p.skipped, "seconds": took.Seconds(), "stats": toStatsJSON(s),
+			"new_versions": changed, "skipped": skipped, "seconds": took.Seconds(), "stats": toStatsJSON(s),
 		})
 	}
-	for _, name := range p.skipped {
+	for _, sk := range p.skipped {
 		if !a.quiet { // -q prints no warnings
-			fmt.Fprintf(a.stderr, "sealkv: skipped %s (not a regular file or directory)\n", name)
+			fmt.Fprintf(a.stderr, "sealkv: skipped %s (%s)\n", sk.name, sk.why)
 		}
 	}
 	if len(res) == 1 && !a.quiet {

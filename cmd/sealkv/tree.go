@@ -51,18 +51,36 @@ type plan struct {
 	files   int
 	dirs    int
 	bytes   int64 // file bytes
-	skipped []string
+	skipped []skip
 }
 
-// planTree walks root. Symlinks and other non-regular files are skipped.
-// With limit > 0 the walk stops before the file that would exceed limit
-// bytes, so the plan is the tree's first files in lexical order.
-func planTree(root string, limit int64) (*plan, error) {
+// skip is a path the plan leaves out, and why.
+type skip struct{ name, why string }
+
+// avoid is a file or directory a tree put must not store: the store
+// itself, which it is writing, or the key file.
+type avoid struct {
+	info os.FileInfo
+	what string
+}
+
+// planTree walks root. Symlinks and other non-regular files are skipped,
+// and so are the paths in avoid. With limit > 0 the walk stops before the
+// file that would exceed limit bytes, so the plan is the tree's first files
+// in lexical order.
+func planTree(root string, limit int64, avoid ...avoid) (*plan, error) {
 	p := &plan{root: root}
 	byRel := map[string]*entry{}
 	err := filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if what := avoided(d, avoid); what != "" {
+			p.skipped = append(p.skipped, skip{name, what})
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
 		}
 		rel, err := filepath.Rel(root, name)
 		if err != nil {
@@ -88,13 +106,30 @@ func planTree(root string, limit int64) (*plan, error) {
 	return p, err
 }
 
+// avoided says which of avoid d is, or "".
+func avoided(d fs.DirEntry, avoid []avoid) string {
+	if len(avoid) == 0 {
+		return ""
+	}
+	info, err := d.Info()
+	if err != nil {
+		return ""
+	}
+	for _, a := range avoid {
+		if os.SameFile(info, a.info) {
+			return a.what
+		}
+	}
+	return ""
+}
+
 // entryFor makes the entry for one walked path; nil for skipped files.
 func (p *plan) entryFor(name, rel string, d fs.DirEntry, limit int64) (*entry, bool, error) {
 	if d.IsDir() {
 		return &entry{rel: rel, dir: true}, false, nil
 	}
 	if !d.Type().IsRegular() {
-		p.skipped = append(p.skipped, name)
+		p.skipped = append(p.skipped, skip{name, "not a regular file or directory"})
 		return nil, false, nil
 	}
 	info, err := d.Info()
