@@ -17,6 +17,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/slicestore"
 )
@@ -624,13 +625,19 @@ func TestInvalidOptions(t *testing.T) {
 	}
 }
 
+// failingReader reads r's first n bytes, then fails with err, or panics
+// with panicking if it is set.
 type failingReader struct {
-	r   io.Reader
-	n   int
-	err error
+	r         io.Reader
+	n         int
+	err       error
+	panicking any
 }
 
 func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 && f.panicking != nil {
+		panic(f.panicking)
+	}
 	if f.n <= 0 {
 		return 0, f.err
 	}
@@ -694,6 +701,32 @@ func TestTruncatedReaderFails(t *testing.T) {
 		}
 	}
 	checkInvariants(t, db)
+}
+
+// TestReaderPanic checks that a Put whose reader panics, in its first
+// block (the caller's goroutine) or a later one (the Put's reader
+// goroutine, where the panic would end the process), undoes the Put, hands
+// back its buffers and raises the panic on the caller's goroutine.
+func TestReaderPanic(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	b := randBytes(1 << 20)
+	before := bufpool.Outstanding()
+	for _, n := range []int{100 << 10, 600 << 10} {
+		func() {
+			defer func() {
+				if v := recover(); v != "reader broke" {
+					t.Fatalf("reader panicking at %d: recovered %v, want its panic", n, v)
+				}
+			}()
+			db.Put(ctx, "x", &failingReader{r: bytes.NewReader(b), n: n, panicking: "reader broke"})
+		}()
+		if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("reader panicking at %d: stored anyway (%v)", n, err)
+		}
+	}
+	settled(t, before, "Puts whose reader panicked")
+	checkInvariants(t, db)
+	mustPut(t, db, "x", b)
 }
 
 func TestClosed(t *testing.T) {

@@ -122,7 +122,12 @@ func (db *DB) stage(ctx context.Context, key string, r io.Reader, po putOptions,
 	c, err := p.run(ctx, r)
 	if err != nil {
 		p.leaveGroup() // first: the group need not wait for the rollback
-		return nil, errors.Join(err, p.abort())
+		err = errors.Join(err, p.abort())
+		var rp *readerPanic
+		if errors.As(err, &rp) {
+			panic(rp.value) // the Put is undone; the caller sees its reader's panic
+		}
+		return nil, err
 	}
 	ok = true
 	return &staged{p: p, c: c, po: po}, nil
@@ -394,13 +399,24 @@ func (p *put) fill(ctx context.Context, r io.Reader, sem chan struct{}, head, si
 	return b, nil
 }
 
+// readerPanic is a panic of a Put's reader, which Put raises again on the
+// caller's goroutine once it has undone the Put: the reader runs on a
+// goroutine of the Put's own, where a panic would end the process.
+type readerPanic struct{ value any }
+
+func (p *readerPanic) Error() string { return fmt.Sprintf("sealkv: reader panicked: %v", p.value) }
+
 // readFull is io.ReadFull except that it returns r's errors as they are,
 // io.EOF only at the end of r: io.ReadFull also turns that end into
 // io.ErrUnexpectedEOF, which readers such as a truncated HTTP body or gzip
 // stream return as an error, and the Put must not store such a ClearText
 // cut short.
-func readFull(r io.Reader, b []byte) (int, error) {
-	n := 0
+func readFull(r io.Reader, b []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &readerPanic{v}
+		}
+	}()
 	for n < len(b) {
 		m, err := r.Read(b[n:])
 		n += m
