@@ -10,10 +10,12 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -728,6 +730,65 @@ func TestReaderPanic(t *testing.T) {
 	checkInvariants(t, db)
 	mustPut(t, db, "x", b)
 }
+
+// TestReaderPanicAfterCancel checks that a reader's panic reaches the
+// caller even when the Put's context was cancelled just before: the Put
+// then failed for two reasons, and returning context.Canceled swallowed the
+// panic. (Found in review.)
+func TestReaderPanicAfterCancel(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	b := bytes.NewReader(randBytes(1 << 20))
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := readerFunc(func(p []byte) (int, error) {
+		if b.Len() < 600<<10 { // past the first block: the Put's reader goroutine
+			cancel() // as a handler whose client went away, say
+			panic("reader broke")
+		}
+		return b.Read(p)
+	})
+	defer func() {
+		if v := recover(); v != "reader broke" {
+			t.Fatalf("recovered %v, want the reader's panic", v)
+		}
+		checkInvariants(t, db)
+	}()
+	_, err := db.Put(cctx, "x", r)
+	t.Fatalf("Put returned %v, want the reader's panic", err)
+}
+
+// TestReaderGoexit checks that a Put whose reader ends its goroutine with
+// runtime.Goexit past the first block (as t.FailNow does) fails instead of
+// hanging, and stores nothing.
+func TestReaderGoexit(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	b := bytes.NewReader(randBytes(1 << 20))
+	r := readerFunc(func(p []byte) (int, error) {
+		if b.Len() < 600<<10 {
+			runtime.Goexit()
+		}
+		return b.Read(p)
+	})
+	done := make(chan error, 1)
+	go func() { _, err := db.Put(ctx, "x", r); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errReaderExited) {
+			t.Fatalf("Put: %v, want errReaderExited", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Put hung after its reader's goroutine exited")
+	}
+	if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("stored anyway (%v)", err)
+	}
+	checkInvariants(t, db)
+}
+
+// readerFunc is an io.Reader made of a function.
+type readerFunc func(p []byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 func TestClosed(t *testing.T) {
 	db, err := Open(t.TempDir(), smallOpts(newKeys(t)))

@@ -280,11 +280,17 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 	filled := make(chan *block, 1)
 	var readErr, cutErr error
 	wg.Go(func() {
+		// A reader calling runtime.Goexit (t.FailNow, say) leaves
+		// errReaderExited: the Put fails instead of hanging, or taking
+		// what was read for the whole.
+		readErr = errReaderExited
+		defer func() {
+			close(filled)
+			if readErr != nil {
+				cancel(readErr)
+			}
+		}()
 		readErr = p.read(ctx, r, first, filled)
-		close(filled)
-		if readErr != nil {
-			cancel(readErr)
-		}
 	})
 	go func() {
 		cutErr = p.cut(ctx, filled, work, order)
@@ -306,6 +312,12 @@ func (p *put) run(ctx context.Context, r io.Reader) (*content, error) {
 		j.release()
 	}
 	wg.Wait()
+	var rp *readerPanic
+	if errors.As(readErr, &rp) {
+		// Whatever else failed meanwhile (ctx cancelled, say), the
+		// reader's panic must reach the caller (see stage).
+		err = readErr
+	}
 	err = cmp.Or(err, readErr, cutErr)
 	if err == nil {
 		err = context.Cause(ctx)
@@ -398,6 +410,9 @@ func (p *put) fill(ctx context.Context, r io.Reader, sem chan struct{}, head, si
 	}
 	return b, nil
 }
+
+// errReaderExited fails a Put whose reader ended its goroutine.
+var errReaderExited = errors.New("sealkv: the reader called runtime.Goexit")
 
 // readerPanic is a panic of a Put's reader, which Put raises again on the
 // caller's goroutine once it has undone the Put: the reader runs on a
