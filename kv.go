@@ -64,10 +64,11 @@ var (
 	ErrInvalidOptions = errors.New("sealkv: invalid options")
 	// ErrLocked: another process (or DB value) has the store open.
 	ErrLocked = errors.New("sealkv: store is locked by another process")
-	// ErrFailed: the storage engine met a failure it cannot continue from,
-	// a failed write or sync of a keyspace's write-ahead log. The call that
-	// met it and every later call return ErrFailed (wrapping the cause);
-	// whether that call's change was committed is unknown. Close the DB and
+	// ErrFailed: the storage engine met a failure it cannot continue from:
+	// a failed write or sync of a keyspace's write-ahead log, or a flush
+	// that found no space (a full disk). The call that met it and every
+	// later call return ErrFailed (wrapping the cause); whether that
+	// call's change was committed is unknown. Close the DB and
 	// Open the store again: recovery keeps everything acknowledged before.
 	ErrFailed = errors.New("sealkv: storage engine failed")
 	// ErrUnavailable: a slice could not be read because too few of its
@@ -328,7 +329,7 @@ func (db *DB) openKeyspaces(dir string) error {
 		mopts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	var err error
-	if db.meta, err = pebble.Open(filepath.Join(dir, "meta"), mopts); err != nil {
+	if db.meta, err = slicestore.OpenDB(filepath.Join(dir, "meta"), mopts); err != nil {
 		return openError(err)
 	}
 	if db.slices = db.opts.SliceStore; db.slices != nil {
@@ -619,6 +620,19 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 		panic(commitFailure{f})
 	}
 	panic(err)
+}
+
+// FlushFailed fails the DB when a flush found no space (see
+// slicestore.Events): Pebble retries it at once and forever, and commits
+// wait for it once unflushed memtables pile up, so a call could hang
+// forever. Failing the DB makes every later call return ErrFailed and
+// Close write nothing; Pebble's retries stop at Close. Unlike Fatalf it
+// returns: Pebble calls it from a flush, holding its mutex.
+func (p pebbleLogger) FlushFailed(cause error) {
+	var err error = &engineFailure{msg: "flush failed: " + cause.Error(), cause: cause}
+	if p.failed != nil && p.failed.CompareAndSwap(nil, &err) {
+		p.l.Error(err.Error(), "component", "pebble", "fatal", true)
+	}
 }
 
 // engineFailure is a fatal Pebble error. It wraps ErrFailed and the cause.

@@ -145,7 +145,7 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 	if err := fs.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(dir, opts)
+	db, err := OpenDB(dir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +158,11 @@ func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
 // Events makes on-disk corruption an error returned to the reader (and
 // logged) instead of Pebble's default, a fatal log: a bad block in the
 // slice keyspace costs only the shards in it, which parity covers.
+//
+// A flush that fails for lack of space (NoSpace) goes to the logger's
+// FlushFailed method, if it has one. Pebble retries it at once and
+// forever, and once unflushed memtables pile up every commit waits for a
+// flush that never comes: the kv package's logger fails the DB instead.
 func Events(logger pebble.Logger) *pebble.EventListener {
 	return &pebble.EventListener{
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
@@ -167,6 +172,11 @@ func Events(logger pebble.Logger) *pebble.EventListener {
 		},
 		BackgroundError: func(err error) {
 			logger.Errorf("background error: %s", err)
+		},
+		FlushEnd: func(info pebble.FlushInfo) {
+			if f, ok := logger.(interface{ FlushFailed(error) }); ok && NoSpace(info.Err) {
+				f.FlushFailed(info.Err)
+			}
 		},
 	}
 }
