@@ -142,10 +142,7 @@ func reopenWhenFree(t *testing.T, keys *Keys, ffs *fullFS, acked map[string][]by
 func TestOpenOnFullDisk(t *testing.T) {
 	keys := newKeys(t)
 	ffs := &fullFS{FS: vfs.NewMem(), match: isTable}
-	db, err := Open("/db", memOpts(keys, ffs))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t, "/db", memOpts(keys, ffs))
 	want := map[string][]byte{}
 	for i := range 20 {
 		k := fmt.Sprint("k", i)
@@ -177,10 +174,7 @@ func TestOpenOnFullDisk(t *testing.T) {
 func TestPutsOnFullDisk(t *testing.T) {
 	keys := newKeys(t)
 	ffs := &fullFS{FS: vfs.NewMem(), match: isTable}
-	db, err := Open("/db", memOpts(keys, ffs))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t, "/db", memOpts(keys, ffs))
 	ffs.full.Store(true)
 	acked := map[string][]byte{}
 	inTime(t, "Puts on a full disk", 30*time.Second, func() {
@@ -240,10 +234,7 @@ func TestCallsOnFullDisk(t *testing.T) {
 				if mode == "tables" {
 					ffs.match = isTable
 				}
-				db, err := Open("/db", memOpts(keys, ffs))
-				if err != nil {
-					t.Fatal(err)
-				}
+				db := openDB(t, "/db", memOpts(keys, ffs))
 				acked := map[string][]byte{"k0": randBytes(200 << 10), "k1": randBytes(5 << 20)}
 				for k, v := range acked {
 					mustPut(t, db, k, v)
