@@ -164,9 +164,9 @@ func runSyncPoints(t *testing.T, keys *Keys, fs syncPointFS, ops []syncOp) int {
 	return at
 }
 
-// checkSyncPoint opens the crashed file system and checks the invariants
-// and that operations before inflight are there and the one in flight is
-// all or nothing.
+// checkSyncPoint opens the crashed file system and checks the invariants,
+// that operations before inflight are there and later ones are not, and
+// that the one in flight is all or nothing.
 func checkSyncPoint(keys *Keys, fs vfs.FS, ops []syncOp, inflight int) error {
 	db, err := reopenChecked(keys, fs)
 	if err != nil {
@@ -174,6 +174,9 @@ func checkSyncPoint(keys *Keys, fs vfs.FS, ops []syncOp, inflight int) error {
 	}
 	defer db.Close()
 	want := map[string][]byte{}
+	for _, op := range ops {
+		want[op.key] = nil // absent until an operation before inflight wrote it
+	}
 	for _, op := range ops[:inflight] {
 		want[op.key] = op.want
 	}
