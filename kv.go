@@ -612,14 +612,18 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 			f.cause = e
 		}
 	}
-	var err error = f
-	if p.failed != nil {
-		p.failed.CompareAndSwap(nil, &err)
-	}
+	p.fail(f)
 	if f.commit {
 		panic(commitFailure{f})
 	}
-	panic(err)
+	panic(f)
+}
+
+// fail records f as the DB's failure unless one is recorded already, and
+// reports whether it did.
+func (p pebbleLogger) fail(f *engineFailure) bool {
+	var err error = f
+	return p.failed != nil && p.failed.CompareAndSwap(nil, &err)
 }
 
 // FlushFailed fails the DB when a flush found no space (see
@@ -629,9 +633,9 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 // Close write nothing; Pebble's retries stop at Close. Unlike Fatalf it
 // returns: Pebble calls it from a flush, holding its mutex.
 func (p pebbleLogger) FlushFailed(cause error) {
-	var err error = &engineFailure{msg: "flush failed: " + cause.Error(), cause: cause}
-	if p.failed != nil && p.failed.CompareAndSwap(nil, &err) {
-		p.l.Error(err.Error(), "component", "pebble", "fatal", true)
+	f := &engineFailure{msg: "flush failed: " + cause.Error(), cause: cause}
+	if p.fail(f) {
+		p.l.Error(f.Error(), "component", "pebble", "fatal", true)
 	}
 }
 
