@@ -705,6 +705,51 @@ func TestTruncatedReaderFails(t *testing.T) {
 	checkInvariants(t, db)
 }
 
+// badCountReader reads its n bytes, then returns count with a nil error
+// on every call: (0, nil) forever, or a count io.Reader forbids.
+type badCountReader struct {
+	r     io.Reader
+	n     int
+	count int
+}
+
+func (b *badCountReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return b.count, nil
+	}
+	m, err := b.r.Read(p[:min(len(p), b.n)])
+	b.n -= m
+	return m, err
+}
+
+// TestMisbehavingReaderFails checks that a Put whose reader keeps returning
+// (0, nil) fails with io.ErrNoProgress instead of spinning forever, and that
+// one returning a negative count or more than it was given fails with an
+// error instead of a panic, in the first block and in a later one, storing
+// nothing and handing back its buffers.
+func TestMisbehavingReaderFails(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	b := randBytes(1 << 20)
+	before := bufpool.Outstanding()
+	for _, c := range []struct {
+		count int
+		want  error
+	}{{0, io.ErrNoProgress}, {-1, errReaderCount}, {1 << 30, errReaderCount}} {
+		for _, n := range []int{0, 100 << 10, 600 << 10} {
+			_, err := db.Put(ctx, "x", &badCountReader{r: bytes.NewReader(b), n: n, count: c.count})
+			if !errors.Is(err, c.want) {
+				t.Fatalf("reader returning (%d, nil) after %d bytes: %v, want %v", c.count, n, err, c.want)
+			}
+			if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("reader returning (%d, nil) after %d bytes: stored anyway (%v)", c.count, n, err)
+			}
+		}
+	}
+	settled(t, before, "Puts whose reader misbehaved")
+	checkInvariants(t, db)
+	mustPut(t, db, "x", b)
+}
+
 // TestReaderPanic checks that a Put whose reader panics, in its first
 // block (the caller's goroutine) or a later one (the Put's reader
 // goroutine, where the panic would end the process), undoes the Put, hands

@@ -425,22 +425,42 @@ func (p *readerPanic) Error() string { return fmt.Sprintf("sealkv: reader panick
 // io.EOF only at the end of r: io.ReadFull also turns that end into
 // io.ErrUnexpectedEOF, which readers such as a truncated HTTP body or gzip
 // stream return as an error, and the Put must not store such a ClearText
-// cut short.
+// cut short. A reader that keeps returning (0, nil) fails the Put with
+// io.ErrNoProgress, as bufio.Reader does, instead of spinning forever, and
+// one that returns an impossible count fails it with errReaderCount.
 func readFull(r io.Reader, b []byte) (n int, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &readerPanic{v}
 		}
 	}()
+	empty := 0 // reads in a row that returned nothing
 	for n < len(b) {
 		m, err := r.Read(b[n:])
+		if m < 0 || m > len(b)-n {
+			return n, fmt.Errorf("%w (%d bytes into a buffer of %d)", errReaderCount, m, len(b)-n)
+		}
 		n += m
 		if err != nil {
 			return n, err
 		}
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty == maxEmptyReads {
+			return n, io.ErrNoProgress
+		}
 	}
 	return n, nil
 }
+
+// maxEmptyReads is how many (0, nil) reads in a row readFull takes before
+// giving up, bufio.Reader's limit.
+const maxEmptyReads = 100
+
+// errReaderCount fails a Put whose reader claimed to have read a negative
+// count or more than the buffer it was given (io.Reader forbids both), where
+// using the count would slice out of bounds.
+var errReaderCount = errors.New("sealkv: reader returned an invalid count")
 
 // runInline puts a ClearText that fits in its first block on the caller's
 // goroutine: the cutter runs to the end into channels that hold every slice,
