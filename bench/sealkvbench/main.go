@@ -256,8 +256,7 @@ func get(args []string) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, buf)
+	n, err := io.Copy(f, r) // through Reader.WriteTo, as the CLI's get
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
