@@ -48,9 +48,14 @@ func (a *attempt) err() error {
 // withAttempt returns a context for one attempt, bounded by timeout if
 // positive.
 func withAttempt(ctx context.Context, timeout time.Duration) (context.Context, *attempt, context.CancelFunc) {
-	actx, cancel := context.WithCancel(ctx)
+	// One derived context only: one left uncancelled would stay with ctx
+	// until ctx ends.
+	var actx context.Context
+	var cancel context.CancelFunc
 	if timeout > 0 {
 		actx, cancel = context.WithTimeout(ctx, timeout)
+	} else {
+		actx, cancel = context.WithCancel(ctx)
 	}
 	a := &attempt{cancel: cancel}
 	return context.WithValue(actx, attemptKey{}, a), a, cancel

@@ -451,3 +451,24 @@ func TestKVOutageIsNotDamage(t *testing.T) {
 		t.Fatalf("a Put of stored content after an outage wrote %d objects: its slices were marked bad", n)
 	}
 }
+
+// TestKVDataShardsDown reads 1+2 slices over three domains with one domain
+// down, which Tolerates(3, 1, 2) = 2 allows: a slice whose data shard is in
+// the lost domain is rebuilt from parity. (Found in review: Get of only the
+// data shards, all in domains down, failed as if the store had, so the
+// read failed without trying parity.)
+func TestKVDataShardsDown(t *testing.T) {
+	c := newCluster(t, 3)
+	s := c.open(c.config())
+	opts := kvOptions(genKeys(t), s)
+	opts.DataShards, opts.ParityShards = 1, 2
+	db, err := kv.Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := randData(5, 200_000) // about a dozen slices, on every domain
+	put(t, db, "a", b)
+	c.domains[0].stop()
+	mustRead(t, db, "a", b)
+}

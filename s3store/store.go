@@ -28,11 +28,12 @@
 // stops accepting connections is skipped for a cooldown so reads served
 // from parity do not wait on it. Reads treat a missing or unreadable
 // object as a missing shard (sealkv rebuilds it from parity and reports
-// it); Get fails only when no domain answers at all. Nor does a read wait
-// for a domain that hangs: once half the shards it asked for are in, the
-// rest get Config.StragglerWait and are then treated as missing; and a
-// domain whose shard reads keep failing gets one attempt per read, without
-// retries, until a read succeeds.
+// it), and a shard whose domain does not answer as one that may exist (Get
+// says so with kv.ErrUnavailable). Nor does a read wait for a domain that
+// hangs: once half the shards it asked for are in, the rest get
+// Config.StragglerWait and are then treated as missing; and a domain whose
+// shard reads keep failing gets one attempt per read, without retries,
+// until a read succeeds.
 //
 // Writes use single-request PUTs of whole shards (no multipart upload, no
 // streaming signature), with Content-MD5 unless disabled. An S3 PUT that
@@ -330,8 +331,8 @@ func (s *Store) check(ctx context.Context) error {
 // Get returns the first n shards of the slice at l. A shard whose object
 // is missing, unreadable, or in a domain that does not answer is nil;
 // sealkv rebuilds it from parity. If a domain did not answer, the shards
-// come with an error wrapping kv.ErrUnavailable (see kv.SliceStore). Get
-// fails only if ctx ends or none of the domains asked answers.
+// come with an error wrapping kv.ErrUnavailable (see kv.SliceStore), even
+// if none answered. Get fails otherwise only if ctx ends.
 func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -378,13 +379,9 @@ func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	answered := false
 	failed := map[int]error{}
 	for i, err := range errs {
-		switch {
-		case err == nil || errors.Is(err, errNotFound):
-			answered = true
-		default:
+		if err != nil && !errors.Is(err, errNotFound) {
 			failed[s.shardDomain(l, i).idx] = err
 		}
 	}
@@ -395,12 +392,11 @@ func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, e
 	for _, err := range failed {
 		all = append(all, err)
 	}
-	if !answered {
-		return nil, fmt.Errorf("s3store: no domain answered for slice %x/%016x: %w", l.Session, l.Ctr, errors.Join(all...))
-	}
 	// Some domains did not answer: their shards are nil but may well
 	// exist. The caller rebuilds them from parity if it can, and otherwise
-	// must not take the slice for damaged.
+	// must not take the slice for damaged. That holds even if none of the
+	// domains asked answered: the caller may ask for the data shards
+	// only, and then reads the parity shards in other domains.
 	return shards, fmt.Errorf("s3store: slice %x/%016x: %d domain(s) did not answer: %w: %w", l.Session, l.Ctr, len(failed), kv.ErrUnavailable, errors.Join(all...))
 }
 
