@@ -92,6 +92,7 @@ func (db *DB) beginSession() error {
 	switch db.opts.KEM {
 	case KEMHybrid: // Options.resolve checked the Keys can
 		seed := make([]byte, seal.HybridSeedSize)
+		defer clear(seed) // it determines the session key
 		if _, err := rand.Read(seed); err != nil {
 			return err
 		}
@@ -102,6 +103,7 @@ func (db *DB) beginSession() error {
 		kem = seal.KEMHybrid
 	case KEMMLKEM1024:
 		seed := make([]byte, 32)
+		defer clear(seed)
 		if _, err := rand.Read(seed); err != nil {
 			return err
 		}
@@ -119,6 +121,7 @@ func (db *DB) beginSession() error {
 	_ = b.Set(record.SessionKey(id), rec.Encode(), nil)
 	_ = b.Set(record.UncleanKey(id), nil, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
+		clear(s.Key[:]) // never used, and no Close would zero it
 		return fmt.Errorf("sealkv: starting session: %w", err)
 	}
 	db.sessions = append(db.sessions, s)
@@ -159,7 +162,12 @@ func (db *DB) readSession(sid [seal.SessionIDSize]byte) (*seal.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: session %x: %v", ErrCorrupt, sid, err)
 	}
-	db.opened.Store(sid, s)
+	// Reads that missed the cache together all decapsulated: keep one key,
+	// the one Close will zero, and zero this copy if it lost.
+	if kept, loaded := db.opened.LoadOrStore(sid, s); loaded {
+		clear(s.Key[:])
+		return kept.(*seal.Session), nil
+	}
 	return s, nil
 }
 

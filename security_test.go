@@ -1287,6 +1287,54 @@ func TestCloseWipesSessionKeys(t *testing.T) {
 	}
 }
 
+// TestCloseWipesRacingSessionKeys checks that Close zeroes every session key
+// readSession handed out, also when several reads of one session missed the
+// cache at once: each derived its own copy of the key, and the copies that
+// lost the race to db.opened were dropped without being zeroed. (The race
+// needs two cores: with GOMAXPROCS=1 this passes without the fix.)
+func TestCloseWipesRacingSessionKeys(t *testing.T) {
+	k := newKeys(t)
+	fs := vfs.NewMem()
+	var sids [][seal.SessionIDSize]byte
+	for range 8 { // each Open begins a session with its record
+		db := openDB(t, "/db", memOpts(k, fs))
+		sids = append(sids, db.writer.Load().ID)
+		db.Close()
+	}
+	db := openDB(t, "/db", memOpts(k, fs))
+	var (
+		mu   sync.Mutex
+		held []*seal.Session
+		wg   sync.WaitGroup
+	)
+	start := make(chan struct{})
+	for _, sid := range sids {
+		for range 8 {
+			wg.Go(func() {
+				<-start
+				s, err := db.readSession(sid)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				held = append(held, s)
+				mu.Unlock()
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range held {
+		if s.Key != ([32]byte{}) {
+			t.Fatalf("session %x: a key readSession returned was not zeroed by Close", s.ID)
+		}
+	}
+}
+
 // TestDecompressBoundsOutput checks that a compressed slice body which
 // expands far past the slice's recorded size (a forged frame) fails without
 // allocating what it expands to.

@@ -127,5 +127,6 @@ func deriveHybrid(pk *mlkem1024.PublicKey, xpk *ecdh.PublicKey, id [SessionIDSiz
 	blake3.DeriveKey(hybridContext, m, s.Key[:])
 	clear(m[:len(ssM)+len(ssX)])
 	clear(ssM)
+	clear(ssX)
 	return s
 }

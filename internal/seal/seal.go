@@ -112,6 +112,7 @@ func derive(pk *mlkem1024.PublicKey, id [SessionIDSize]byte, ct, ss []byte) *Ses
 	s := &Session{ID: id}
 	blake3.DeriveKey("sealkv session v1", m, s.Key[:])
 	clear(m) // it holds the shared secret
+	clear(ss)
 	return s
 }
 

@@ -292,3 +292,20 @@ func TestSliceKeysDerivation(t *testing.T) {
 		}
 	}
 }
+
+// TestDeriveWipesSharedSecrets: the session KDFs zero the KEM shared
+// secrets they are given once K_S is derived, as they zero their own copy
+// of them; the hybrid one left ss_X, the ML-KEM one ss.
+func TestDeriveWipesSharedSecrets(t *testing.T) {
+	pk, _ := mlkem1024.NewKeyFromSeed(seq(64, 0))
+	xpk := X25519FromSeed(seq(64, 0)).PublicKey()
+	id := [SessionIDSize]byte(seq(16, 9))
+	ss, ssM, ssX := seq(32, 1), seq(32, 2), seq(32, 3)
+	derive(pk, id, seq(CiphertextSize, 4), ss)
+	deriveHybrid(pk, xpk, id, seq(HybridCiphertextSize, 5), ssM, ssX)
+	for name, b := range map[string][]byte{"ss": ss, "ss_M": ssM, "ss_X": ssX} {
+		if !bytes.Equal(b, make([]byte, len(b))) {
+			t.Errorf("%s not zeroed after deriving the session key", name)
+		}
+	}
+}
