@@ -148,7 +148,7 @@ func parseX25519(b []byte) (*ecdh.PublicKey, error) {
 // MarshalBinary encodes k for storage. Write-only keys encode the public keys
 // instead of the decapsulation seed, so the result holds no way to read.
 func (k *Keys) MarshalBinary() ([]byte, error) {
-	if k.pk == nil || k.keyRef == nil {
+	if k == nil || k.zero() {
 		return nil, fmt.Errorf("%w: zero Keys", ErrInvalidKeys)
 	}
 	b := []byte(keysMagic)
@@ -173,11 +173,18 @@ func (k *Keys) MarshalBinary() ([]byte, error) {
 // seed and the X25519 private key derived from it): a store opened with it
 // can Put (and deduplicate) but never read anything back.
 func (k *Keys) WriteOnly() *Keys {
+	if k.zero() {
+		return &Keys{}
+	}
 	return &Keys{keyRef: newKeyRef(&keySecrets{secret: k.secret}), pk: k.pk, xpk: k.xpk}
 }
 
 // CanRead reports whether k holds the decapsulation key.
 func (k Keys) CanRead() bool { return k.keyRef != nil && k.sk != nil }
+
+// zero reports whether k is the zero Keys (or lacks a part no parsed or
+// generated Keys lacks), which no store accepts.
+func (k Keys) zero() bool { return k.pk == nil || k.keyRef == nil }
 
 func (k Keys) publicKey() []byte {
 	b := make([]byte, mlkem1024.PublicKeySize)
@@ -191,8 +198,12 @@ func (k Keys) publicKey() []byte {
 // not cover the X25519 public key: for full keys that key is derived from
 // the seed, which the ML-KEM public key already identifies; a write-only
 // file's X25519 key is trusted like the rest of that file (SECURITY.md).
+// The zero Keys has the zero fingerprint.
 func (k Keys) Fingerprint() [32]byte {
 	var fp [32]byte
+	if k.zero() {
+		return fp
+	}
 	blake3.DeriveKey("sealkv keys fingerprint v1", append(k.publicKey(), k.secret[:]...), fp[:])
 	return fp
 }
@@ -207,7 +218,7 @@ func (k *Keys) derive(purpose string) []byte {
 // String shows the fingerprint prefix only. The printing methods have value
 // receivers so that printing a dereferenced Keys is redacted too.
 func (k Keys) String() string {
-	if k.pk == nil || k.keyRef == nil {
+	if k.zero() {
 		return "kv.Keys{}"
 	}
 	fp := k.Fingerprint()

@@ -166,7 +166,7 @@ type Options struct {
 
 // resolved is Options after defaults, checked.
 func (o *Options) resolve() (Options, error) {
-	if o == nil || o.Keys == nil || o.Keys.pk == nil {
+	if o == nil || o.Keys == nil || o.Keys.zero() {
 		return Options{}, fmt.Errorf("%w: Keys are required", ErrInvalidOptions)
 	}
 	r := *o

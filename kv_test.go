@@ -561,6 +561,27 @@ func TestParseKeys(t *testing.T) {
 	}
 }
 
+// TestZeroKeys checks that the zero Keys and a nil *Keys give errors, not
+// panics: every method, and Open. (Found in review: Fingerprint, WriteOnly
+// and MarshalBinary on a nil *Keys dereferenced nil.)
+func TestZeroKeys(t *testing.T) {
+	var zero Keys
+	if fp := zero.Fingerprint(); fp != ([32]byte{}) || zero.CanRead() || zero.String() != "kv.Keys{}" {
+		t.Fatalf("zero Keys: fingerprint %x, CanRead %t, %s", fp, zero.CanRead(), zero)
+	}
+	if w := zero.WriteOnly(); w.Fingerprint() != ([32]byte{}) {
+		t.Fatal("WriteOnly of the zero Keys is not zero")
+	}
+	for _, k := range []*Keys{nil, &zero, zero.WriteOnly()} {
+		if _, err := k.MarshalBinary(); !errors.Is(err, ErrInvalidKeys) {
+			t.Fatalf("MarshalBinary of %#v: %v", k, err)
+		}
+		if _, err := Open(t.TempDir(), &Options{Keys: k}); !errors.Is(err, ErrInvalidOptions) {
+			t.Fatalf("Open with %#v: %v", k, err)
+		}
+	}
+}
+
 func TestKeysNeverPrinted(t *testing.T) {
 	k := newKeys(t)
 	var buf bytes.Buffer
