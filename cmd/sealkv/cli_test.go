@@ -476,3 +476,20 @@ func TestPutPathErrors(t *testing.T) {
 	long := filepath.Join(e.dir, strings.Repeat("x", 300))
 	e.fail(exitError, []string{"file name too long"}, "put", long)
 }
+
+// TestTreeScanStopsOnInterrupt checks that the scan of a tree before a put
+// ends when its context does (Ctrl-C), with an error the CLI reports as an
+// interruption, instead of walking the whole tree first. (It walked on.)
+func TestTreeScanStopsOnInterrupt(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a", []byte("a"))
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := planTree(c, dir, 0)
+	if err == nil {
+		t.Fatal("planTree with its context ended walked the tree")
+	}
+	if code, _ := describe(err); code != exitInterrupted {
+		t.Fatalf("planTree with its context ended: %v (exit %d), want exit %d", err, code, exitInterrupted)
+	}
+}

@@ -92,7 +92,7 @@ const (
 func (a *app) runDemo(ctx context.Context, f demoFlags) (err error) {
 	start := time.Now()
 	d := &demo{a: &app{stdout: indent(a.stdout, "    "), stderr: a.stderr}, out: a.stdout, f: f, logs: &syncBuffer{}}
-	if err := d.setup(); err != nil {
+	if err := d.setup(ctx); err != nil {
 		return err
 	}
 	defer func() { err = d.cleanup(err) }()
@@ -140,12 +140,12 @@ func (d *demo) say(format string, args ...any) {
 }
 
 // setup plans the source tree, makes the keys and opens the store.
-func (d *demo) setup() error {
+func (d *demo) setup(ctx context.Context) error {
 	src, err := d.source()
 	if err != nil {
 		return err
 	}
-	if d.plan, err = planTree(src, int64(d.f.limitMB)<<20); err != nil {
+	if d.plan, err = planTree(ctx, src, int64(d.f.limitMB)<<20); err != nil {
 		return err
 	}
 	if d.plan.files == 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -85,7 +86,7 @@ func (a *app) runPut(c *cobra.Command, arg string, f *putFlags) error {
 	if arg == "-" {
 		return a.withStore(true, func(db *kv.DB) error { return a.putStdin(c, db, key, f.parent) })
 	}
-	p, err := planArg(arg, a.avoid())
+	p, err := planArg(ctx(c), arg, a.avoid())
 	if err != nil {
 		return err
 	}
@@ -120,7 +121,7 @@ func (a *app) avoid() []avoid {
 }
 
 // planArg plans what "put arg" stores, following a symlink given as arg.
-func planArg(arg string, avoid []avoid) (*plan, error) {
+func planArg(ctx context.Context, arg string, avoid []avoid) (*plan, error) {
 	info, err := os.Stat(arg)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &cliError{code: exitNotFound, msg: unwrapPath(err).Error(), err: err}
@@ -138,7 +139,7 @@ func planArg(arg string, avoid []avoid) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return planTree(root, 0, avoid...)
+	return planTree(ctx, root, 0, avoid...)
 }
 
 func (a *app) putStdin(c *cobra.Command, db *kv.DB, key, parent string) error {

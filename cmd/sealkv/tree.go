@@ -67,12 +67,16 @@ type avoid struct {
 // planTree walks root. Symlinks and other non-regular files are skipped,
 // and so are the paths in avoid. With limit > 0 the walk stops before the
 // file that would exceed limit bytes, so the plan is the tree's first files
-// in lexical order.
-func planTree(root string, limit int64, avoid ...avoid) (*plan, error) {
+// in lexical order. The walk stops when ctx ends (Ctrl-C during the scan of
+// a large tree).
+func planTree(ctx context.Context, root string, limit int64, avoid ...avoid) (*plan, error) {
 	p := &plan{root: root}
 	byRel := map[string]*entry{}
 	err := filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if what := avoided(d, avoid); what != "" {
