@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/record"
@@ -227,4 +229,104 @@ func TestCancelledPutReturnsBuffers(t *testing.T) {
 	}
 	settled(t, before, "cancelled small Puts")
 	checkInvariants(t, db)
+}
+
+// TestReadOddShardsReturnsBuffers reads a slice whose SealedSize is a
+// power of two with k = 3 data shards: the k shard payloads hold k-1 bytes
+// of padding past SealedSize, more than the buffer sized for SealedSize
+// holds. (Found in review: DecodeInto grew the SealedSlice into a new heap
+// buffer and the pooled one was never returned, one per read.)
+func TestReadOddShardsReturnsBuffers(t *testing.T) {
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t), Compression: CompressionNone, DataShards: 3})
+	data := randBytes(bufpool.LargeSize - 16) // sealed: + the GCM tag = 64 KiB
+	mustPut(t, db, "k", data)
+	before := bufpool.Outstanding()
+	for range 10 {
+		if got := get(t, db, "k"); !bytes.Equal(got, data) {
+			t.Fatal("wrong bytes")
+		}
+	}
+	settled(t, before, "reads of a slice with padded shards")
+}
+
+// TestWrongSliceSizeReturnsBuffer reads a slice whose manifest gives it
+// one byte less than it has (a damaged or forged chunk record): the read
+// fails with ErrCorrupt and the fetched ClearText must still go back.
+// (Found in review: the fetch dropped it, one buffer per read.)
+func TestWrongSliceSizeReturnsBuffer(t *testing.T) {
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t), Compression: CompressionNone})
+	mustPut(t, db, "k", randBytes(1<<20))
+	d, err := getData(db.meta, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := record.ChunkKey(d.Versions[0].Manifest, 0)
+	v, closer, err := db.meta.Get(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := record.DecodeChunk(v)
+	closer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs[0].Size--
+	if err := db.meta.Set(first, record.EncodeChunk(refs), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	before := bufpool.Outstanding()
+	for range 10 {
+		r, err := db.Get(ctx, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("ReadAt of a slice longer than its manifest says: %v, want ErrCorrupt", err)
+		}
+		r.Close()
+	}
+	settled(t, before, "reads of a slice of the wrong size")
+}
+
+// cancelOnSliceRead fails the first read of a slice keyspace sstable once
+// armed, as a damaged block does, and cancels the reading context then.
+type cancelOnSliceRead struct {
+	armed  atomic.Bool
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnSliceRead) String() string { return "cancelOnSliceRead" }
+
+func (c *cancelOnSliceRead) MaybeError(op errorfs.Op) error {
+	if op.Kind != errorfs.OpFileReadAt || !inDir(op, "slices", ".sst") || !c.armed.CompareAndSwap(true, false) {
+		return nil
+	}
+	c.cancel()
+	return errorfs.ErrInjected
+}
+
+// TestCancelledDamagedReadReturnsBuffers cancels a read while the slice
+// store reads shard by shard around a block it could not read: the shards
+// it did read must go back. (Found in review: the store returned them with
+// the cancellation, and the read dropped them.)
+func TestCancelledDamagedReadReturnsBuffers(t *testing.T) {
+	cctx, cancel := context.WithCancel(ctx)
+	in := &cancelOnSliceRead{cancel: cancel}
+	// 2 data shards: shards of ~115 KiB, from bufpool outside the heap.
+	db := openDB(t, "/db", &Options{Keys: newKeys(t), Compression: CompressionNone, DataShards: 2, ParityShards: 1,
+		Logger: quietLogger, fs: errorfs.Wrap(vfs.NewMem(), in)})
+	before := bufpool.Outstanding()
+	mustPut(t, db, "k", randBytes(6<<20)) // ingested as an sstable
+	r, err := db.Get(cctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.armed.Store(true)
+	_, _ = r.ReadAt(make([]byte, 1), 0) // fails, unless its slice was read before the cancel
+	r.Close()
+	db.Close() // waits for the fetches reading ahead
+	if in.armed.Load() {
+		t.Fatal("no sstable read failed")
+	}
+	settled(t, before, "a cancelled read around a damaged block")
 }

@@ -80,7 +80,10 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 			return nil, nil, nil, err
 		}
 		shards = append(shards, make([][]byte, rec.M)...)
-		buf := bufpool.Get(int(rec.SealedSize))
+		// DecodeInto appends all k payloads, whose padding may run past
+		// SealedSize and past a buffer of that size: append would then
+		// move them to the heap and this buffer would never come back.
+		buf := bufpool.Get(rec.K * coder.ShardSize(int(rec.SealedSize)))
 		sealed, bad, _, err := coder.DecodeInto(buf, id[:], shards, int(rec.SealedSize), false)
 		recycle(shards)
 		if err == nil && (len(bad) == 0 || bad[0] >= rec.K) {
@@ -453,7 +456,9 @@ func (r *Reader) start(ci *chunkIndex, i int) *fetch {
 		defer done()
 		clear, err := r.db.readSlice(r.ctx, &id)
 		if err == nil && int64(len(clear)) != want {
-			clear, err = nil, fmt.Errorf("%w: slice %s has %d bytes, manifest says %d", ErrCorrupt, id, len(clear), want)
+			err = fmt.Errorf("%w: slice %s has %d bytes, manifest says %d", ErrCorrupt, id, len(clear), want)
+			bufpool.Put(clear) // the fetch fails: nothing reads it
+			clear = nil
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()

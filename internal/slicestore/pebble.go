@@ -217,7 +217,15 @@ func (s *Pebble) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
 			shards[i] = s.getOne(l.Key(i))
 		}
 	}
-	return shards, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		// Cancelled meanwhile. With an error other than ErrUnavailable
+		// the shards are nil (see Store.Get): the caller frees none.
+		for _, sh := range shards {
+			bufpool.Put(sh)
+		}
+		return nil, err
+	}
+	return shards, nil
 }
 
 func (s *Pebble) scan(ctx context.Context, l Location, shards [][]byte) error {

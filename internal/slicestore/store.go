@@ -28,7 +28,9 @@ type Store interface {
 	// (their domain did not answer), Get returns the shards together with
 	// an error wrapping ErrUnavailable: with too few shards that is an
 	// outage, which the caller must not take for damage. Any other error
-	// means the store itself failed, and the shards are nil.
+	// means the store itself failed, and the shards are nil. The shards
+	// returned are the caller's: it overwrites and recycles their memory,
+	// so a store must not return memory it keeps.
 	Get(ctx context.Context, l Location, n int) ([][]byte, error)
 	// PutShard durably writes one shard (repair).
 	PutShard(ctx context.Context, l Location, idx int, shard []byte) error
