@@ -58,7 +58,8 @@ var (
 	// ErrCorrupt: stored bytes failed verification and could not be
 	// repaired; the message names the slice or record.
 	ErrCorrupt = errors.New("sealkv: corrupt")
-	// ErrClosed: the DB (or the Reader's DB) has been closed.
+	// ErrClosed: the DB, the Reader's DB or the Reader itself has been
+	// closed.
 	ErrClosed = errors.New("sealkv: closed")
 	// ErrInvalidOptions: Options that cannot be used (see the message).
 	ErrInvalidOptions = errors.New("sealkv: invalid options")

@@ -863,10 +863,14 @@ func TestClosed(t *testing.T) {
 	}
 	mustPut(t, db, "a", randBytes(10<<10))
 	r, _ := db.Get(ctx, "a")
+	closed, _ := db.Get(ctx, "a")
+	closed.Close()
+	calls := map[string]error{}
+	_, calls["ReadAt of a closed Reader"] = closed.ReadAt(make([]byte, 1), 0)
+	_, calls["Read of a closed Reader"] = closed.Read(make([]byte, 1))
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	calls := map[string]error{}
 	_, calls["Put"] = db.Put(ctx, "b", bytes.NewReader(nil))
 	_, calls["Get"] = db.Get(ctx, "a")
 	_, calls["GetVersion"] = db.GetVersion(ctx, "a", 1)

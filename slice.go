@@ -222,9 +222,9 @@ func (db *DB) newReader(ctx context.Context, v *record.Version) *Reader {
 // Reader reads one version of a Data. It implements io.ReadSeekCloser and
 // io.ReaderAt, reads only the slices it needs and verifies every one. Read
 // and Seek share a position and must not be called concurrently; ReadAt may
-// be called concurrently. Reads after the DB is closed return ErrClosed. A
-// read that failed (ErrUnavailable, say) may be retried on the same Reader:
-// it fetches the slice again.
+// be called concurrently. Reads after the DB or the Reader is closed return
+// ErrClosed. A read that failed (ErrUnavailable, say) may be retried on the
+// same Reader: it fetches the slice again.
 type Reader struct {
 	db       *DB
 	ctx      context.Context
@@ -393,7 +393,7 @@ func (r *Reader) sliceAt(off int64) (*fetch, int64, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return nil, 0, errors.New("sealkv: Reader is closed")
+		return nil, 0, fmt.Errorf("%w: Reader", ErrClosed)
 	}
 	ci, err := r.chunkAt(off)
 	if err != nil {
