@@ -45,7 +45,7 @@ type Batch struct {
 
 	mu   sync.Mutex
 	puts []*staged       // in the order their Puts returned
-	keys map[string]bool // keys put so far and parents found, for WithParent
+	keys map[string]bool // keys and parents of the Puts so far, for WithParent
 	done bool            // committed or closed
 }
 
@@ -94,6 +94,11 @@ func (b *Batch) Put(ctx context.Context, key string, r io.Reader, opts ...PutOpt
 	}
 	b.puts = append(b.puts, s)
 	b.keys[key] = true
+	if po.parent != "" {
+		// Only now: a Put that failed must not spare later ones the
+		// check. Commit checks again, and fails anyway if it is gone.
+		b.keys[po.parent] = true
+	}
 	return nil
 }
 
@@ -116,9 +121,6 @@ func (b *Batch) open(parent string) error {
 	defer b.mu.Unlock()
 	if b.done {
 		return ErrBatchDone
-	}
-	if parent != "" {
-		b.keys[parent] = true // Commit checks again
 	}
 	b.db.callsMu.Lock()
 	b.db.batches[b] = true

@@ -199,6 +199,38 @@ func TestBatchDiscard(t *testing.T) {
 	}
 }
 
+// TestBatchFailedPutParent checks that a Batch.Put that failed does not
+// spare later Puts the check of their parent: with the parent deleted
+// since, the later Put must fail with ErrNotFound and the batch's other
+// Puts commit. (The failed Put's parent was taken as found, the later Put
+// was accepted and the whole Commit failed with ErrNotFound.)
+func TestBatchFailedPutParent(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "p", nil)
+	b := db.NewBatch()
+	defer b.Close()
+	errBoom := errors.New("boom")
+	if err := b.Put(ctx, "c1", &failingReader{r: bytes.NewReader(nil), err: errBoom}, WithParent("p")); !errors.Is(err, errBoom) {
+		t.Fatalf("failing Put: %v", err)
+	}
+	if _, err := db.Delete(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, "c2", bytes.NewReader(nil), WithParent("p")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Put under a deleted parent: %v, want ErrNotFound", err)
+	}
+	if err := b.Put(ctx, "x", bytes.NewReader([]byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	if !bytes.Equal(get(t, db, "x"), []byte("x")) {
+		t.Fatal("x differs")
+	}
+	checkInvariants(t, db)
+}
+
 // TestBatchSpill puts more small ClearTexts in one Batch than its group
 // holds in memory (32 MiB of shards), so the rest go through the
 // write-ahead log, and a large one that writes its own shards: all of them

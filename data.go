@@ -29,7 +29,10 @@ func (id ContentID) String() string { return hex.EncodeToString(id[:]) }
 
 // ContentMeta describes one version of a Data.
 type ContentMeta struct {
-	// Version numbers start at 1 and are never reused within a key.
+	// Version numbers start at 1 and grow with each Put of the key;
+	// PruneVersions does not reuse them, but a key deleted and put again
+	// starts at 1 anew (Delete keeps nothing of it). Tell versions apart
+	// across a Delete by ContentID or Created, not by number.
 	Version uint64
 	// ContentID names the version's ClearText.
 	ContentID ContentID
@@ -130,11 +133,16 @@ func (db *DB) List(ctx context.Context, prefix string) iter.Seq2[string, error] 
 // Children yields the keys of the Data whose parent is key, in byte order.
 // It yields ErrNotFound if key does not exist.
 func (db *DB) Children(ctx context.Context, key string) iter.Seq2[string, error] {
-	if _, err := db.Stat(ctx, key); err != nil {
-		return func(yield func(string, error) bool) { yield("", err) }
-	}
 	lo := record.ChildPrefix(key)
-	return db.scan(ctx, lo, record.PrefixEnd(lo), func(k []byte) string { return string(k[len(lo):]) })
+	children := db.scan(ctx, lo, record.PrefixEnd(lo), func(k []byte) string { return string(k[len(lo):]) })
+	return func(yield func(string, error) bool) {
+		// Checked on each ranging, as the scan reads the store then.
+		if _, err := db.Stat(ctx, key); err != nil {
+			yield("", err)
+			return
+		}
+		children(yield)
+	}
 }
 
 // scan yields name(k) for the meta keys in [lo, hi). The iterator is a

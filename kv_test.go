@@ -351,6 +351,34 @@ func TestChildrenAndList(t *testing.T) {
 	checkInvariants(t, db)
 }
 
+// TestChildrenChecksWhenRanged checks that Children, like List, looks at
+// the store when it is ranged over, not when it is called: a Seq made
+// before its key existed yielded ErrNotFound for good, and one made before
+// the key was deleted yielded nothing instead of ErrNotFound.
+func TestChildrenChecksWhenRanged(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	seq := db.Children(ctx, "p")
+	mustPut(t, db, "p", nil)
+	mustPut(t, db, "p/a", nil, WithParent("p"))
+	if got := collect(t, seq); !equal(got, []string{"p/a"}) {
+		t.Fatalf("children %v", got)
+	}
+	for _, k := range []string{"p/a", "p"} {
+		if _, err := db.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for _, err := range seq {
+		if n++; !errors.Is(err, ErrNotFound) {
+			t.Fatalf("children of a deleted key: %v, want ErrNotFound", err)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("children of a deleted key: %d results", n)
+	}
+}
+
 // TestParentCycle checks that a Put cannot move a Data under one of its own
 // descendants, by DB.Put or in a Batch: no Put can clear a parent, so in a
 // cycle every Data has a child and none could ever be deleted
