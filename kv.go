@@ -464,7 +464,9 @@ func (db *DB) loadStats() error {
 
 // Close waits for calls in flight, discards open batches (Batch), marks the
 // sessions clean and closes both keyspaces. Calls after Close return
-// ErrClosed.
+// ErrClosed. A List or Children loop is a call in flight until it ends:
+// Close inside one, or while an iter.Pull of one is not stopped, waits for
+// good.
 func (db *DB) Close() error {
 	db.callsMu.Lock()
 	if db.closed {
