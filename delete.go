@@ -70,7 +70,7 @@ func (db *DB) Delete(ctx context.Context, key string) (_ *DeleteReport, err erro
 
 // PruneVersions removes all but the keep newest older versions of key (the
 // current version is never removed; keep 0 leaves only it) and every slice
-// only they referenced.
+// only they referenced. A negative keep gives ErrInvalidOptions.
 func (db *DB) PruneVersions(ctx context.Context, key string, keep int) (_ *DeleteReport, err error) {
 	if keep < 0 {
 		return nil, fmt.Errorf("%w: negative keep %d", ErrInvalidOptions, keep)

@@ -17,6 +17,7 @@
 package kv
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,7 +62,8 @@ var (
 	// ErrClosed: the DB, the Reader's DB or the Reader itself has been
 	// closed.
 	ErrClosed = errors.New("sealkv: closed")
-	// ErrInvalidOptions: Options that cannot be used (see the message).
+	// ErrInvalidOptions: Options that cannot be used, or a negative keep
+	// given to PruneVersions (see the message).
 	ErrInvalidOptions = errors.New("sealkv: invalid options")
 	// ErrLocked: another process (or DB value) has the store open.
 	ErrLocked = errors.New("sealkv: store is locked by another process")
@@ -123,15 +125,17 @@ type Options struct {
 	// Keys of the store. Required. Write-only Keys can Put but not read.
 	Keys *Keys
 
-	// MinSliceSize, AvgSliceSize and MaxSliceSize bound the chunker (defaults
-	// 64 KiB, 230 KiB, 1 MiB). They are fixed when the store is created,
-	// since dedup depends on them: reopening with other non-zero values is
-	// an error, zero means "what the store has".
+	// MinSliceSize, AvgSliceSize and MaxSliceSize bound the chunker, in
+	// bytes (defaults 64 KiB, 230 KiB, 1 MiB); they need 64 <= Min < Avg <
+	// Max <= 64 MiB, zero ones taking their defaults. They are fixed when
+	// the store is created, since dedup depends on them: reopening with
+	// other non-zero values is an error (ErrInvalidOptions), zero means
+	// "what the store has".
 	MinSliceSize, AvgSliceSize, MaxSliceSize int
 
 	// DataShards (k) and ParityShards (m) of new slices; defaults 8 and 2.
-	// Use NoParity for m = 0. Each slice records its own layout, so changing
-	// them affects new slices only.
+	// Use NoParity for m = 0. They need k >= 1 and k+m <= 255. Each slice
+	// records its own layout, so changing them affects new slices only.
 	DataShards, ParityShards int
 
 	// Compression of new slices; CompressionZstd by default.
@@ -150,7 +154,7 @@ type Options struct {
 	KEM KEM
 
 	// Concurrency is the number of slices sealed in parallel by one Put;
-	// GOMAXPROCS by default.
+	// GOMAXPROCS by default, at most 65536 (ErrInvalidOptions beyond).
 	Concurrency int
 
 	// SliceStore keeps the shards. Nil means a Pebble instance in
@@ -158,12 +162,17 @@ type Options struct {
 	// it. If Open fails, the SliceStore stays the caller's, open.
 	SliceStore SliceStore
 
-	// Logger receives recovery and storage-engine messages; slog.Default()
-	// if nil.
+	// Logger receives recovery, repair, cleanup and storage-engine
+	// messages; slog.Default() if nil.
 	Logger *slog.Logger
 
 	fs vfs.FS // tests: in-memory or crashable file systems
 }
+
+// maxConcurrency bounds Options.Concurrency: a Put starts that many
+// workers and channels of 2 and 4 times as many jobs, which a larger value
+// could not allocate (makechan panics, or memory runs out).
+const maxConcurrency = 1 << 16
 
 // resolved is Options after defaults, checked.
 func (o *Options) resolve() (Options, error) {
@@ -196,11 +205,11 @@ func (o *Options) resolve() (Options, error) {
 			"so they cannot start hybrid sessions: export them again with WriteOnly().MarshalBinary() from the full Keys, "+
 			"or set Options.KEM to KEMMLKEM1024", ErrInvalidOptions)
 	}
-	if r.Concurrency < 0 {
-		return Options{}, fmt.Errorf("%w: negative Concurrency", ErrInvalidOptions)
+	if r.Concurrency < 0 || r.Concurrency > maxConcurrency {
+		return Options{}, fmt.Errorf("%w: Concurrency %d (need 0 to %d)", ErrInvalidOptions, r.Concurrency, maxConcurrency)
 	}
 	if r.Concurrency == 0 {
-		r.Concurrency = runtime.GOMAXPROCS(0)
+		r.Concurrency = min(runtime.GOMAXPROCS(0), maxConcurrency)
 	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
@@ -265,7 +274,10 @@ type pin struct {
 
 // Open opens the store in dir, creating it if dir holds none. It recovers
 // from an earlier crash before returning: unfinished Puts are rolled back and
-// unfinished Deletes completed.
+// unfinished Deletes completed. It fails with ErrInvalidOptions for Options
+// that cannot be used, ErrWrongKeys if the store was created with other
+// Keys, ErrLocked if the store is open already and ErrCorrupt if a record
+// it reads fails to decode or the store's configuration record is missing.
 func Open(dir string, opts *Options) (*DB, error) {
 	o, err := opts.resolve()
 	if err != nil {
@@ -421,6 +433,12 @@ func (db *DB) config() (*record.Config, error) {
 	}
 	v, closer, err := db.meta.Get(record.ConfigKey)
 	if errors.Is(err, pebble.ErrNotFound) {
+		// The Config is a store's first record: a meta keyspace holding
+		// others without it lost it, and must not be claimed by these
+		// keys (the store's own would get ErrWrongKeys after).
+		if used, err := db.metaUsed(); err != nil || used {
+			return nil, cmp.Or(err, fmt.Errorf("%w: store config missing", ErrCorrupt))
+		}
 		if err := want.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 		}
@@ -443,6 +461,16 @@ func (db *DB) config() (*record.Config, error) {
 		return nil, fmt.Errorf("%w: slice sizes differ from the store's %d/%d/%d (they are fixed at creation; leave them zero)", ErrInvalidOptions, cfg.Min, cfg.Avg, cfg.Max)
 	}
 	return cfg, nil
+}
+
+// metaUsed reports whether the meta keyspace holds any record.
+func (db *DB) metaUsed() (bool, error) {
+	it, err := db.meta.NewIter(nil)
+	if err != nil {
+		return false, err
+	}
+	used := it.First()
+	return used, errors.Join(it.Error(), it.Close())
 }
 
 func (db *DB) loadStats() error {

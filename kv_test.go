@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"runtime"
 	"strings"
@@ -540,6 +541,30 @@ func TestWrongKeys(t *testing.T) {
 	}
 }
 
+// TestMissingConfigRefused: a store whose Config record is lost is refused
+// with ErrCorrupt, by its own keys and others, instead of being taken for a
+// new store: Open with other keys succeeded and wrote a Config of theirs,
+// after which the store's own keys got ErrWrongKeys.
+func TestMissingConfigRefused(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	db := openDB(t, dir, smallOpts(k))
+	mustPut(t, db, "a", []byte("x"))
+	if err := db.meta.Delete(record.ConfigKey, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, keys := range []*Keys{newKeys(t), k} {
+		db, err := Open(dir, &Options{Keys: keys})
+		if err == nil {
+			db.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Open without a Config: %v", err)
+		}
+	}
+}
+
 // TestOldFormatRefused checks that a store of an earlier development format
 // (Config tag 0xC1: reference keys with the full SliceID) is refused with a
 // clear error instead of being misread.
@@ -655,6 +680,11 @@ func TestInvalidOptions(t *testing.T) {
 		"compression": {Keys: k, Compression: 7},
 		"min > max":   {Keys: k, MinSliceSize: 1 << 20, MaxSliceSize: 1 << 10},
 		"concurrency": {Keys: k, Concurrency: -1},
+		"k negative":  {Keys: k, DataShards: -1},
+		"k+m = 256":   {Keys: k, DataShards: 256, ParityShards: NoParity},
+		"min < 64":    {Keys: k, MinSliceSize: 63, AvgSliceSize: 128, MaxSliceSize: 256},
+		"avg = min":   {Keys: k, MinSliceSize: 1 << 10, AvgSliceSize: 1 << 10},
+		"max > 64MiB": {Keys: k, MaxSliceSize: 64<<20 + 1},
 	} {
 		if _, err := Open(t.TempDir(), o); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("%s: %v", name, err)
@@ -673,6 +703,41 @@ func TestInvalidOptions(t *testing.T) {
 	mustPut(t, db, "a", b)
 	if !bytes.Equal(get(t, db, "a"), b) {
 		t.Fatal("m=0 round trip")
+	}
+}
+
+// TestHugeConcurrency: a Concurrency too large for a Put's worker pool and
+// job channels is refused by Open, instead of being accepted and making the
+// first Put that leaves its first block panic (makechan: size out of range)
+// or run out of memory.
+func TestHugeConcurrency(t *testing.T) {
+	k := newKeys(t)
+	for _, c := range []int{math.MaxInt, 1 << 40, maxConcurrency + 1} {
+		db, err := Open(t.TempDir(), &Options{Keys: k, Concurrency: c})
+		if errors.Is(err, ErrInvalidOptions) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("Concurrency %d: %v", c, err)
+		}
+		func() {
+			defer db.Close()
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("Concurrency %d accepted, then Put panicked: %v", c, r)
+				}
+			}()
+			if c > 1<<40 {
+				db.Put(ctx, "a", bytes.NewReader(randBytes(512<<10)))
+			}
+			t.Errorf("Concurrency %d accepted", c)
+		}()
+	}
+	db := openDB(t, t.TempDir(), &Options{Keys: k, Concurrency: maxConcurrency})
+	b := randBytes(512 << 10) // past the first block: the pipeline runs
+	mustPut(t, db, "a", b)
+	if !bytes.Equal(get(t, db, "a"), b) {
+		t.Fatal("round trip")
 	}
 }
 
