@@ -95,9 +95,7 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 		}
 		clear, err := db.openSealed(s, &id, rec, sealed)
 		if err != nil {
-			if !db.moved(&id, rec) {
-				db.unreadable(&id, rec, rep)
-			}
+			db.unreadable(&id, rec, rep)
 			return nil
 		}
 		bufpool.Put(clear)
@@ -114,8 +112,12 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 }
 
 // unreadable marks the slice bad, so the next Put of its content
-// replaces it, and reports it.
+// replaces it, and reports it, unless it no longer has the record rec: a
+// Delete or a reseal since its shards were read is no damage.
 func (db *DB) unreadable(id *SliceID, rec *record.Slice, rep *ScrubReport) {
+	if db.moved(id, rec) {
+		return
+	}
 	db.markBad(id, rec)
 	rep.Unreadable = append(rep.Unreadable, *id)
 }
@@ -130,11 +132,20 @@ func (db *DB) repair(id *SliceID, rec *record.Slice, bad []int, rebuilt [][]byte
 		return 0, err
 	}
 	loc := slicestore.Location{Session: rec.Session, Ctr: rec.Ctr}
-	for i, idx := range bad {
+	var done []int
+	var errs error
+	for _, idx := range bad {
+		// Go on past a shard that cannot be written (its domain down):
+		// the others may be, and each one rewritten is one more loss
+		// the slice survives.
 		if err := db.slices.PutShard(context.Background(), loc, idx, rebuilt[idx]); err != nil {
-			return i, fmt.Errorf("sealkv: repairing slice %s shard %d: %w", id, idx, err)
+			errs = errors.Join(errs, fmt.Errorf("sealkv: repairing slice %s shard %d: %w", id, idx, err))
+			continue
 		}
+		done = append(done, idx)
 	}
-	db.opts.Logger.Info("sealkv: repaired shards", "slice", id.String(), "shards", bad)
-	return len(bad), nil
+	if len(done) > 0 {
+		db.opts.Logger.Info("sealkv: repaired shards", "slice", id.String(), "shards", done)
+	}
+	return len(done), errs
 }
