@@ -17,7 +17,6 @@
 package kv
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -436,8 +435,12 @@ func (db *DB) config() (*record.Config, error) {
 		// The Config is a store's first record: a meta keyspace holding
 		// others without it lost it, and must not be claimed by these
 		// keys (the store's own would get ErrWrongKeys after).
-		if used, err := db.metaUsed(); err != nil || used {
-			return nil, cmp.Or(err, fmt.Errorf("%w: store config missing", ErrCorrupt))
+		used, err := db.metaUsed()
+		if err != nil {
+			return nil, err
+		}
+		if used {
+			return nil, fmt.Errorf("%w: store config missing", ErrCorrupt)
 		}
 		if err := want.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)

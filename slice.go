@@ -80,10 +80,7 @@ func (db *DB) readSealed(ctx context.Context, id *SliceID, rec *record.Slice, re
 			return nil, nil, nil, err
 		}
 		shards = append(shards, make([][]byte, rec.M)...)
-		// DecodeInto appends all k payloads, whose padding may run past
-		// SealedSize and past a buffer of that size: append would then
-		// move them to the heap and this buffer would never come back.
-		buf := bufpool.Get(rec.K * coder.ShardSize(int(rec.SealedSize)))
+		buf := bufpool.Get(int(rec.SealedSize))
 		sealed, bad, _, err := coder.DecodeInto(buf, id[:], shards, int(rec.SealedSize), false)
 		recycle(shards)
 		if err == nil && (len(bad) == 0 || bad[0] >= rec.K) {

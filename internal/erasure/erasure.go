@@ -143,7 +143,7 @@ func (c *Coder) Decode(id []byte, shards [][]byte, n int, repair bool) (sealed [
 }
 
 // DecodeInto is Decode appending the SealedSlice to dst[:0] (reusing its
-// memory when large enough).
+// memory when it holds n bytes).
 func (c *Coder) DecodeInto(dst, id []byte, shards [][]byte, n int, repair bool) (sealed []byte, bad []int, rebuilt [][]byte, err error) {
 	if len(shards) != c.k+c.m {
 		return nil, nil, nil, fmt.Errorf("erasure: got %d shards, layout has %d", len(shards), c.k+c.m)
@@ -167,9 +167,11 @@ func (c *Coder) DecodeInto(dst, id []byte, shards [][]byte, n int, repair bool) 
 			return nil, bad, nil, err
 		}
 	}
+	// Exactly n bytes, not the k payloads' padding too: a dst of n bytes
+	// (a pooled buffer) is then always large enough and is the one used.
 	sealed = dst[:0]
-	for i := 0; i < c.k; i++ {
-		sealed = append(sealed, payload[i]...)
+	for i := 0; i < c.k && len(sealed) < n; i++ {
+		sealed = append(sealed, payload[i][:min(len(payload[i]), n-len(sealed))]...)
 	}
 	if repair && len(bad) > 0 {
 		rebuilt = make([][]byte, len(shards))
