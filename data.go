@@ -93,9 +93,20 @@ func checkParent(r pebble.Reader, parent string) error {
 
 // getData reads the Data record of key; ErrNotFound if there is none.
 func getData(r pebble.Reader, key string) (*record.Data, error) {
+	d, err := findData(r, key)
+	if d == nil && err == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	return d, err
+}
+
+// findData reads the Data record of key, or returns nil, nil if there is
+// none: the Put path, where most keys are new, need not build an error
+// for each.
+func findData(r pebble.Reader, key string) (*record.Data, error) {
 	v, closer, err := r.Get(record.DataKey(key))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, key)
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
@@ -254,13 +265,14 @@ func (db *DB) putInto(rel *release, s *staged, parents map[string]bool) (*record
 		}
 		parents[po.parent] = true
 	}
-	d, err := getData(rel.b, p.key)
-	switch {
-	case errors.Is(err, ErrNotFound):
+	d, err := findData(rel.b, p.key)
+	if err != nil {
+		return nil, err
+	}
+	isNew := d == nil
+	if isNew {
 		d = &record.Data{NextVersion: 1}
 		db.stats.Data++
-	case err != nil:
-		return nil, err
 	}
 	if err := p.publishLocked(rel, p.added); err != nil {
 		return nil, err
@@ -287,8 +299,13 @@ func (db *DB) putInto(rel *release, s *staged, parents map[string]bool) (*record
 		rel.lazySync = true
 	}
 	if po.parent != "" && po.parent != d.Parent {
-		if err := checkAncestors(rel.b, p.key, po.parent); err != nil {
-			return nil, err
+		// A new key has no children (a parent must exist when named, and
+		// Delete refuses a Data with children), so it cannot be among
+		// parent's ancestors: only a key that exists needs the walk up.
+		if !isNew {
+			if err := checkAncestors(rel.b, p.key, po.parent); err != nil {
+				return nil, err
+			}
 		}
 		if d.Parent != "" {
 			_ = rel.b.Delete(record.ChildKey(d.Parent, p.key), nil)
@@ -310,11 +327,8 @@ func checkAncestors(r pebble.Reader, key, parent string) error {
 			return fmt.Errorf("%w: %q cannot be a child of its descendant %q", ErrInvalidKey, key, parent)
 		}
 		seen[k] = true
-		d, err := getData(r, k)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
+		d, err := findData(r, k)
+		if d == nil || err != nil {
 			return err
 		}
 		k = d.Parent

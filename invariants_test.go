@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -34,6 +35,7 @@ func invariants(db *DB) error {
 	var s record.Stats
 	manifests := map[record.ManifestID]bool{}
 	refsWanted := map[string]bool{}
+	parents := map[string]string{} // every Data's parent ("" for none)
 	var versions []*record.Version
 	err := db.eachKey([]byte{record.PrefixData}, func(k, v []byte) error {
 		d, err := record.DecodeData(v)
@@ -41,6 +43,7 @@ func invariants(db *DB) error {
 			return err
 		}
 		s.Data++
+		parents[string(k[1:])] = d.Parent
 		for i := range d.Versions {
 			ver := &d.Versions[i]
 			s.Versions++
@@ -54,6 +57,9 @@ func invariants(db *DB) error {
 		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := checkParents(db, parents); err != nil {
 		return err
 	}
 	records := map[SliceID]*record.Slice{}
@@ -113,6 +119,37 @@ func invariants(db *DB) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// checkParents checks the tree of Data: every parent exists and every
+// Data with a parent has exactly its child record, and there is no other.
+// Put relies on it: a key that does not exist is nobody's parent.
+func checkParents(db *DB, parents map[string]string) error {
+	children := 0
+	err := db.eachKey([]byte{record.PrefixChild}, func(k, _ []byte) error {
+		parent, child, ok := bytes.Cut(k[1:], []byte{0})
+		if p, exists := parents[string(child)]; !ok || !exists || p != string(parent) {
+			return fmt.Errorf("child record %q without its Data", k)
+		}
+		children++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for key, parent := range parents {
+		if parent == "" {
+			continue
+		}
+		children--
+		if _, ok := parents[parent]; !ok {
+			return fmt.Errorf("%q names the missing parent %q", key, parent)
+		}
+	}
+	if children != 0 {
+		return fmt.Errorf("%d child records too many", children)
 	}
 	return nil
 }
