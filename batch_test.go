@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sealkv/kv/internal/record"
@@ -370,23 +368,31 @@ func (f *failingDeletes) Delete(ctx context.Context, locs []slicestore.Location)
 // Deletes as fd.fail says.
 func openFailingDeletes(t *testing.T) (db *DB, dir string, keys *Keys, fd *failingDeletes) {
 	dir, keys, fd = t.TempDir(), newKeys(t), &failingDeletes{}
-	db = openDB(t, dir, wrappedOpts(t, dir, keys, func(s slicestore.Store) slicestore.Store {
+	db = openDB(t, dir, wrappedOpts(keys, func(s slicestore.Store) slicestore.Store {
 		fd.Store = s
 		return fd
 	}))
 	return db, dir, keys, fd
 }
 
-// wrappedOpts are smallOpts with a quiet logger whose SliceStore is what
-// wrap makes of the default slice keyspace of a store in dir.
-func wrappedOpts(t *testing.T, dir string, keys *Keys, wrap func(slicestore.Store) slicestore.Store) *Options {
+// wrappedOpts are smallOpts with a quiet logger whose slice keyspace, the
+// default one in DIR/slices, is what wrap makes of it.
+func wrappedOpts(keys *Keys, wrap func(slicestore.Store) slicestore.Store) *Options {
+	o := smallOpts(keys)
+	o.wrapSlices, o.Logger = wrap, quietLogger
+	return o
+}
+
+// externalOpts are smallOpts with a quiet logger and a SliceStore of their
+// own: a Pebble slice keyspace in dir.
+func externalOpts(t *testing.T, dir string, keys *Keys) *Options {
 	t.Helper()
-	inner, err := slicestore.Open(filepath.Join(dir, "slices"), vfs.Default, pebble.DefaultLogger)
+	s, err := slicestore.Open(dir, vfs.Default, pebbleLogger{l: quietLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := smallOpts(keys)
-	o.SliceStore, o.Logger = wrap(inner), quietLogger
+	o.SliceStore, o.Logger = s, quietLogger
 	return o
 }
 
@@ -498,7 +504,7 @@ func TestRecoveryWhileDeletesFail(t *testing.T) {
 			return fd
 		}
 	}
-	db, err := Open(dir, wrappedOpts(t, dir, keys, deletesFail(&failingDeletes{})))
+	db, err := Open(dir, wrappedOpts(keys, deletesFail(&failingDeletes{})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +518,7 @@ func TestRecoveryWhileDeletesFail(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = Open(dir, wrappedOpts(t, dir, keys, deletesFail(&failingDeletes{})))
+	db, err = Open(dir, wrappedOpts(keys, deletesFail(&failingDeletes{})))
 	if err != nil {
 		t.Fatalf("Open while the slice store cannot delete: %v", err)
 	}
@@ -537,9 +543,10 @@ func (c *closeCount) Close() error { c.closes.Add(1); return c.Store.Close() }
 func TestOpenFailureKeepsSliceStore(t *testing.T) {
 	dir := t.TempDir()
 	keys := newKeys(t)
-	held := openDB(t, dir, smallOpts(keys))
-	cc := &closeCount{}
-	o := wrappedOpts(t, t.TempDir(), keys, func(s slicestore.Store) slicestore.Store { cc.Store = s; return cc })
+	held := openDB(t, dir, externalOpts(t, t.TempDir(), keys))
+	o := externalOpts(t, t.TempDir(), keys)
+	cc := &closeCount{Store: o.SliceStore}
+	o.SliceStore = cc
 	if _, err := Open(dir, o); !errors.Is(err, ErrLocked) {
 		t.Fatalf("Open of a store in use: %v, want ErrLocked", err)
 	}

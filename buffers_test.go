@@ -183,7 +183,7 @@ func (w *addFailWriter) Add(ctx context.Context, l slicestore.Location, id *[64]
 func TestFailedPutReturnsBuffers(t *testing.T) {
 	dir := t.TempDir()
 	keys := newKeys(t)
-	o := wrappedOpts(t, dir, keys, func(s slicestore.Store) slicestore.Store { return &addFailStore{Store: s, n: 4} })
+	o := wrappedOpts(keys, func(s slicestore.Store) slicestore.Store { return &addFailStore{Store: s, n: 4} })
 	o.MinSliceSize, o.AvgSliceSize, o.MaxSliceSize = 0, 0, 0 // the defaults: blocks and shards from bufpool
 	db := openDB(t, dir, o)
 	data := randBytes(32 << 20)

@@ -167,7 +167,7 @@ func TestGroupLeaderFails(t *testing.T) {
 	dir := t.TempDir()
 	keys := newKeys(t)
 	fs := &failingSyncStore{}
-	db, err := Open(dir, wrappedOpts(t, dir, keys, func(s slicestore.Store) slicestore.Store {
+	db, err := Open(dir, wrappedOpts(keys, func(s slicestore.Store) slicestore.Store {
 		fs.Store = s
 		return fs
 	}))

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -158,7 +159,11 @@ type Options struct {
 
 	// SliceStore keeps the shards. Nil means a Pebble instance in
 	// DIR/slices. A DB that Open returns takes ownership: Close closes
-	// it. If Open fails, the SliceStore stays the caller's, open.
+	// it. If Open fails, the SliceStore stays the caller's, open. The
+	// store records which of the two it was created with: opening it
+	// with the other is an error (ErrInvalidOptions), since its shards
+	// are not there. (Stores created before sealkv recorded it open
+	// either way.)
 	SliceStore SliceStore
 
 	// Logger receives recovery, repair, cleanup and storage-engine
@@ -166,6 +171,9 @@ type Options struct {
 	Logger *slog.Logger
 
 	fs vfs.FS // tests: in-memory or crashable file systems
+	// wrapSlices, in tests, wraps the slice keyspace in DIR/slices (to
+	// inject faults) without making it a SliceStore given in Options.
+	wrapSlices func(SliceStore) SliceStore
 }
 
 // maxConcurrency bounds Options.Concurrency: a Put starts that many
@@ -217,6 +225,43 @@ func (o *Options) resolve() (Options, error) {
 		r.fs = vfs.Default
 	}
 	return r, nil
+}
+
+// sliceParams are the chunker parameters o asks for, zero fields taking
+// their defaults.
+func (o *Options) sliceParams() chunker.Params {
+	p := chunker.DefaultParams()
+	for _, f := range []struct {
+		opt int
+		dst *int
+	}{{o.MinSliceSize, &p.Min}, {o.AvgSliceSize, &p.Avg}, {o.MaxSliceSize, &p.Max}} {
+		if f.opt != 0 {
+			*f.dst = f.opt
+		}
+	}
+	return p
+}
+
+// sliceKind is where o puts the shards.
+func (o *Options) sliceKind() record.SliceKind {
+	if o.SliceStore != nil {
+		return record.SlicesExternal
+	}
+	return record.SlicesLocal
+}
+
+// checkNew refuses slice sizes a new store could not use before Open
+// creates anything, so that a refused Open leaves no store behind. It
+// takes dir for a new store when dir/meta does not exist; a store that
+// exists is checked against its config (see config).
+func (o *Options) checkNew(dir string) error {
+	if _, err := o.fs.Stat(filepath.Join(dir, "meta")); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := o.sliceParams().Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+	}
+	return nil
 }
 
 // DB is an open store. All methods are safe for concurrent use.
@@ -276,20 +321,25 @@ type pin struct {
 // unfinished Deletes completed. It fails with ErrInvalidOptions for Options
 // that cannot be used, ErrWrongKeys if the store was created with other
 // Keys, ErrLocked if the store is open already and ErrCorrupt if a record
-// it reads fails to decode or the store's configuration record is missing.
+// it reads fails to decode, the store's configuration record is missing or
+// Pebble finds a keyspace's own files damaged (the message is Pebble's).
+// Options refused for a new store (ErrInvalidOptions) create nothing.
 func Open(dir string, opts *Options) (*DB, error) {
 	o, err := opts.resolve()
 	if err != nil {
+		return nil, err
+	}
+	if err := o.checkNew(dir); err != nil {
 		return nil, err
 	}
 	db := &DB{opts: o, keys: o.Keys, pins: map[[64]byte]*pin{}, batches: map[*Batch]bool{}}
 	db.idle = sync.NewCond(&db.callsMu)
 	db.groups.cond = sync.NewCond(&db.groups.mu)
 	db.idHash.key, db.cidHash.key = o.Keys.derive("slice id"), o.Keys.derive("content id")
-	if err := db.openKeyspaces(dir); err != nil {
+	if err := db.openMeta(dir); err != nil {
 		return nil, err
 	}
-	if err := db.start(); err != nil {
+	if err := db.start(dir); err != nil {
 		db.closeKeyspaces()
 		return nil, err
 	}
@@ -307,12 +357,12 @@ const (
 	metaCache    = 1 << 20
 )
 
-func (db *DB) openKeyspaces(dir string) error {
+// openMeta creates dir and dir/meta if need be and opens the meta
+// keyspace. The slice keyspace waits for the store's config (openSlices).
+func (db *DB) openMeta(dir string) error {
 	fs := db.opts.fs
-	for _, d := range []string{dir, filepath.Join(dir, "meta"), filepath.Join(dir, "slices")} {
-		if err := mkdirDurable(fs, d); err != nil {
-			return fmt.Errorf("sealkv: creating %s: %w", d, err)
-		}
+	if err := mkdirDurable(fs, filepath.Join(dir, "meta")); err != nil {
+		return fmt.Errorf("sealkv: creating %s: %w", filepath.Join(dir, "meta"), err)
 	}
 	logger := pebbleLogger{l: db.opts.Logger, failed: &db.failed}
 	mopts := &pebble.Options{
@@ -344,12 +394,25 @@ func (db *DB) openKeyspaces(dir string) error {
 	if db.meta, err = slicestore.OpenDB(filepath.Join(dir, "meta"), mopts); err != nil {
 		return openError(err)
 	}
+	return nil
+}
+
+// openSlices opens the slice keyspace: the SliceStore in Options, or the
+// Pebble instance in dir/slices, created if need be.
+func (db *DB) openSlices(dir string) error {
 	if db.slices = db.opts.SliceStore; db.slices != nil {
 		return nil
 	}
-	if db.slices, err = slicestore.Open(filepath.Join(dir, "slices"), fs, logger); err != nil {
-		db.meta.Close()
+	d := filepath.Join(dir, "slices")
+	if err := mkdirDurable(db.opts.fs, d); err != nil {
+		return fmt.Errorf("sealkv: creating %s: %w", d, err)
+	}
+	s, err := slicestore.Open(d, db.opts.fs, pebbleLogger{l: db.opts.Logger, failed: &db.failed})
+	if err != nil {
 		return openError(err)
+	}
+	if db.slices = s; db.opts.wrapSlices != nil {
+		db.slices = db.opts.wrapSlices(s)
 	}
 	return nil
 }
@@ -378,29 +441,45 @@ func mkdirDurable(fs vfs.FS, dir string) error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
+// openError is the error of a keyspace's Pebble Open: ErrLocked when
+// another process holds it, ErrCorrupt when Pebble found its own files
+// damaged (a garbled MANIFEST or OPTIONS file).
 func openError(err error) error {
 	if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "lock held") {
 		return fmt.Errorf("%w: %v", ErrLocked, err)
+	}
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: opening store: %w", ErrCorrupt, err)
 	}
 	return fmt.Errorf("sealkv: opening store: %w", err)
 }
 
 // closeKeyspaces closes what a failed Open opened: the meta keyspace and,
-// unless it is the caller's (Options.SliceStore), the slice keyspace.
+// unless it is the caller's (Options.SliceStore) or was not opened, the
+// slice keyspace.
 func (db *DB) closeKeyspaces() {
-	if db.opts.SliceStore == nil {
+	if db.opts.SliceStore == nil && db.slices != nil {
 		db.slices.Close()
 	}
 	db.meta.Close()
 }
 
-// start checks the keys against the store (or creates it), recovers and
-// begins this DB's writer session.
-func (db *DB) start() (err error) {
+// start checks the keys and Options against the store (or creates it),
+// opens the slice keyspace, recovers and begins this DB's writer session.
+// Nothing is written before the checks pass.
+func (db *DB) start(dir string) (err error) {
 	defer catch(&err)
-	cfg, err := db.config()
+	cfg, isNew, err := db.config()
 	if err != nil {
 		return err
+	}
+	if err := db.openSlices(dir); err != nil {
+		return err
+	}
+	if isNew {
+		if err := db.meta.Set(record.ConfigKey, cfg.Encode(), pebble.Sync); err != nil {
+			return err
+		}
 	}
 	c, err := chunker.New([32]byte(db.keys.derive("chunker")), chunker.Params{Min: int(cfg.Min), Avg: int(cfg.Avg), Max: int(cfg.Max)})
 	if err != nil {
@@ -418,18 +497,10 @@ func (db *DB) start() (err error) {
 	return db.beginSession()
 }
 
-// config reads the store's Config, creating it for a new store. Wrong keys
-// or different chunker parameters change nothing.
-func (db *DB) config() (*record.Config, error) {
-	want := chunker.DefaultParams()
-	for _, f := range []struct {
-		opt int
-		dst *int
-	}{{db.opts.MinSliceSize, &want.Min}, {db.opts.AvgSliceSize, &want.Avg}, {db.opts.MaxSliceSize, &want.Max}} {
-		if f.opt != 0 {
-			*f.dst = f.opt
-		}
-	}
+// config reads the store's Config and checks the keys and Options against
+// it, or makes the Config of a new store (isNew), which start writes once
+// the slice keyspace is open. It writes nothing.
+func (db *DB) config() (cfg *record.Config, isNew bool, err error) {
 	v, closer, err := db.meta.Get(record.ConfigKey)
 	if errors.Is(err, pebble.ErrNotFound) {
 		// The Config is a store's first record: a meta keyspace holding
@@ -437,33 +508,49 @@ func (db *DB) config() (*record.Config, error) {
 		// keys (the store's own would get ErrWrongKeys after).
 		used, err := db.metaUsed()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if used {
-			return nil, fmt.Errorf("%w: store config missing", ErrCorrupt)
+			return nil, false, fmt.Errorf("%w: store config missing", ErrCorrupt)
 		}
+		want := db.opts.sliceParams()
 		if err := want.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+			return nil, false, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 		}
-		cfg := &record.Config{Fingerprint: db.keys.Fingerprint(), Min: int64(want.Min), Avg: int64(want.Avg), Max: int64(want.Max), Created: now().UnixNano()}
-		return cfg, db.meta.Set(record.ConfigKey, cfg.Encode(), pebble.Sync)
+		return &record.Config{Fingerprint: db.keys.Fingerprint(), Min: int64(want.Min), Avg: int64(want.Avg), Max: int64(want.Max),
+			Created: now().UnixNano(), Slices: db.opts.sliceKind()}, true, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	cfg, err := record.DecodeConfig(v)
+	cfg, err = record.DecodeConfig(v)
 	closer.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%w: store config: %v", ErrCorrupt, err)
+		return nil, false, fmt.Errorf("%w: store config: %v", ErrCorrupt, err)
 	}
 	if cfg.Fingerprint != db.keys.Fingerprint() {
-		return nil, ErrWrongKeys
+		return nil, false, ErrWrongKeys
 	}
 	o := db.opts
 	if (o.MinSliceSize != 0 && int64(o.MinSliceSize) != cfg.Min) || (o.AvgSliceSize != 0 && int64(o.AvgSliceSize) != cfg.Avg) || (o.MaxSliceSize != 0 && int64(o.MaxSliceSize) != cfg.Max) {
-		return nil, fmt.Errorf("%w: slice sizes differ from the store's %d/%d/%d (they are fixed at creation; leave them zero)", ErrInvalidOptions, cfg.Min, cfg.Avg, cfg.Max)
+		return nil, false, fmt.Errorf("%w: slice sizes differ from the store's %d/%d/%d (they are fixed at creation; leave them zero)", ErrInvalidOptions, cfg.Min, cfg.Avg, cfg.Max)
 	}
-	return cfg, nil
+	return cfg, false, db.checkSliceKind(cfg.Slices)
+}
+
+// checkSliceKind refuses Options whose slice keyspace is not the one the
+// store keeps its shards in: its reads would find none, and its writes
+// would go where the store never looks. A Config written before the kind
+// was recorded (SlicesUnknown) takes either.
+func (db *DB) checkSliceKind(k record.SliceKind) error {
+	switch {
+	case k == record.SlicesUnknown || k == db.opts.sliceKind():
+		return nil
+	case k == record.SlicesExternal:
+		return fmt.Errorf("%w: the store keeps its shards in a SliceStore given to Open, and Options.SliceStore is nil", ErrInvalidOptions)
+	default:
+		return fmt.Errorf("%w: the store keeps its shards in DIR/slices, and Options.SliceStore is set", ErrInvalidOptions)
+	}
 }
 
 // metaUsed reports whether the meta keyspace holds any record.

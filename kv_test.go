@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -595,6 +597,128 @@ func TestOldFormatRefused(t *testing.T) {
 	}
 }
 
+// TestPebbleCorruptionIsErrCorrupt: damage Pebble reports as corruption in
+// either keyspace's own files (here a garbled MANIFEST, the file the
+// manifest marker names) makes Open fail with ErrCorrupt, keeping Pebble's
+// message. (Found in review: "sealkv: opening store: pebble: malformed
+// manifest file ...", not ErrCorrupt.) Pebble's format here keeps no
+// CURRENT file, so a garbage one is ignored; a missing MANIFEST is not
+// marked as corruption by Pebble and stays a plain error.
+func TestPebbleCorruptionIsErrCorrupt(t *testing.T) {
+	k := newKeys(t)
+	for _, keyspace := range []string{"meta", "slices"} {
+		dir := t.TempDir()
+		db := openDB(t, dir, smallOpts(k))
+		mustPut(t, db, "a", randBytes(10<<10))
+		db.Close()
+		manifests, err := filepath.Glob(filepath.Join(dir, keyspace, "MANIFEST-*"))
+		if err != nil || len(manifests) != 1 {
+			t.Fatalf("%s: manifests %v, %v", keyspace, manifests, err)
+		}
+		if err := os.WriteFile(manifests[0], []byte("not a manifest, not a manifest, not a manifest"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		db, err = Open(dir, smallOpts(k))
+		if err == nil {
+			db.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "malformed manifest") || errors.Is(err, ErrLocked) {
+			t.Errorf("%s: Open with a garbled MANIFEST: %v, want ErrCorrupt with Pebble's message", keyspace, err)
+		}
+	}
+}
+
+// TestRefusedOpenCreatesNothing: an Open refused for Options that need no
+// store to check leaves nothing behind. (Found in review: the slice sizes
+// of a new store were checked once its config was to be written, after
+// dir, dir/meta and dir/slices were created and both keyspaces set up.)
+func TestRefusedOpenCreatesNothing(t *testing.T) {
+	k := newKeys(t)
+	for name, o := range map[string]*Options{
+		"min < 64":              {Keys: k, MinSliceSize: 63, AvgSliceSize: 128, MaxSliceSize: 256},
+		"avg below default min": {Keys: k, AvgSliceSize: 4 << 10},
+		"max > 64MiB":           {Keys: k, MaxSliceSize: 64<<20 + 1},
+		"k+m = 256":             {Keys: k, DataShards: 256, ParityShards: NoParity},
+	} {
+		dir := filepath.Join(t.TempDir(), "store")
+		if _, err := Open(dir, o); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s: %v, want ErrInvalidOptions", name, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: refused Open left %s behind (%v)", name, dir, err)
+		}
+	}
+	// Sizes a new store could not take are fine for a store that has them.
+	dir := t.TempDir()
+	openDB(t, dir, smallOpts(k)).Close()
+	openDB(t, dir, &Options{Keys: k, AvgSliceSize: 4 << 10}).Close()
+}
+
+// TestSliceStoreKindRecorded: a store records whether its shards are in
+// DIR/slices or in a SliceStore given in Options, and an Open with the
+// other kind is refused with ErrInvalidOptions, writing nothing. A store
+// whose config predates the record opens either way. (Found in review: a
+// store made with a SliceStore and reopened without one opened an empty
+// DIR/slices, where reads found no shards: every slice "corrupt".)
+func TestSliceStoreKindRecorded(t *testing.T) {
+	keys := newKeys(t)
+	extDir := t.TempDir()
+	withExternal := func() *Options { return externalOpts(t, extDir, keys) }
+	dir := t.TempDir()
+	b := randBytes(20 << 10)
+	db := openDB(t, dir, withExternal())
+	mustPut(t, db, "a", b)
+	db.Close()
+	if db, err := Open(dir, smallOpts(keys)); !errors.Is(err, ErrInvalidOptions) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("Open without the SliceStore the store was made with: %v, want ErrInvalidOptions", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "slices")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("refused Open created DIR/slices (%v)", err)
+	}
+	db = openDB(t, dir, withExternal())
+	if !bytes.Equal(get(t, db, "a"), b) {
+		t.Fatal("round trip through the SliceStore")
+	}
+	// A config without the record (an older store) opens either way.
+	v, closer, err := db.meta.Get(record.ConfigKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := record.DecodeConfig(v)
+	closer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := record.Config{Fingerprint: cfg.Fingerprint, Min: cfg.Min, Avg: cfg.Avg, Max: cfg.Max, Created: cfg.Created}
+	if err := db.meta.Set(record.ConfigKey, old.Encode(), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	openDB(t, dir, smallOpts(keys)).Close()
+	openDB(t, dir, withExternal()).Close()
+
+	// The converse: a store with DIR/slices, opened with a SliceStore.
+	dir = t.TempDir()
+	db = openDB(t, dir, smallOpts(keys))
+	mustPut(t, db, "a", b)
+	db.Close()
+	o := withExternal()
+	if db, err := Open(dir, o); !errors.Is(err, ErrInvalidOptions) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("Open with a SliceStore of a store made without: %v, want ErrInvalidOptions", err)
+	}
+	o.SliceStore.Close() // still the caller's
+	db = openDB(t, dir, smallOpts(keys))
+	if !bytes.Equal(get(t, db, "a"), b) {
+		t.Fatal("round trip through DIR/slices after the refused Open")
+	}
+}
+
 func TestParseKeys(t *testing.T) {
 	k := newKeys(t)
 	enc, err := k.MarshalBinary()
@@ -1019,7 +1143,7 @@ func (s *getFailStore) Get(ctx context.Context, l slicestore.Location, n int) ([
 func TestReaderRetriesFailedFetch(t *testing.T) {
 	dir := t.TempDir()
 	fs := &getFailStore{}
-	db := openDB(t, dir, wrappedOpts(t, dir, newKeys(t), func(s slicestore.Store) slicestore.Store { fs.Store = s; return fs }))
+	db := openDB(t, dir, wrappedOpts(newKeys(t), func(s slicestore.Store) slicestore.Store { fs.Store = s; return fs }))
 	data := randBytes(64 << 10)
 	mustPut(t, db, "k", data)
 	r, err := db.Get(ctx, "k")

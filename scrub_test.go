@@ -292,7 +292,7 @@ func (s *hookStore) PutShard(ctx context.Context, l slicestore.Location, idx int
 func TestScrubRepairsPastFailedShard(t *testing.T) {
 	dir := t.TempDir()
 	hs := &hookStore{failPut: map[int]bool{}}
-	db := openDB(t, dir, wrappedOpts(t, dir, newKeys(t), func(s slicestore.Store) slicestore.Store { hs.Store = s; return hs }))
+	db := openDB(t, dir, wrappedOpts(newKeys(t), func(s slicestore.Store) slicestore.Store { hs.Store = s; return hs }))
 	mustPut(t, db, "a", randBytes(1000))
 	_, rec := onlyRecord(t, db)
 	for _, idx := range []int{1, 4} {
@@ -323,7 +323,7 @@ func TestScrubMissingSessionDuringDelete(t *testing.T) {
 	lost := db.writer.Load().ID
 	db.Close()
 	hs := &hookStore{}
-	db = openDB(t, dir, wrappedOpts(t, dir, keys, func(s slicestore.Store) slicestore.Store { hs.Store = s; return hs }))
+	db = openDB(t, dir, wrappedOpts(keys, func(s slicestore.Store) slicestore.Store { hs.Store = s; return hs }))
 	if err := db.meta.Delete(record.SessionKey(lost), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}

@@ -166,9 +166,23 @@ type Config struct {
 	Fingerprint   [32]byte // identifies the Keys the store was made with
 	Min, Avg, Max int64    // chunker parameters (dedup depends on them)
 	Created       int64    // Unix nanoseconds
+	Slices        SliceKind
 }
 
-// Encode encodes c.
+// SliceKind says where a store keeps its shards.
+type SliceKind byte
+
+const (
+	// SlicesUnknown: a Config written before the kind was recorded.
+	SlicesUnknown SliceKind = iota
+	// SlicesLocal: the Pebble slice keyspace in DIR/slices.
+	SlicesLocal
+	// SlicesExternal: a SliceStore given to Open.
+	SlicesExternal
+)
+
+// Encode encodes c. The slice kind is an optional last byte, so a Config
+// written before it existed still decodes (as SlicesUnknown).
 func (c *Config) Encode() []byte {
 	e := newEncoder(tagConfig)
 	e.raw(c.Fingerprint[:])
@@ -176,6 +190,9 @@ func (c *Config) Encode() []byte {
 	e.iv(c.Avg)
 	e.iv(c.Max)
 	e.iv(c.Created)
+	if c.Slices != SlicesUnknown {
+		e.u8(byte(c.Slices))
+	}
 	return e.bytes()
 }
 
@@ -194,6 +211,11 @@ func DecodeConfig(b []byte) (*Config, error) {
 	c := &Config{}
 	d.raw(c.Fingerprint[:])
 	c.Min, c.Avg, c.Max, c.Created = d.nonneg(), d.nonneg(), d.nonneg(), d.iv()
+	if len(d.b) > 0 {
+		if c.Slices = SliceKind(d.u8()); c.Slices != SlicesLocal && c.Slices != SlicesExternal {
+			d.fail("config: unknown slice store kind")
+		}
+	}
 	return c, d.done()
 }
 

@@ -8,7 +8,7 @@ import (
 )
 
 func sample() (c Config, d Data, m Manifest, refs []SliceRef, s Slice, st Stats, locs []Location, ss Session) {
-	c = Config{Min: 1, Avg: 2, Max: 3, Created: 4}
+	c = Config{Min: 1, Avg: 2, Max: 3, Created: 4, Slices: SlicesExternal}
 	c.Fingerprint[0] = 9
 	d = Data{Parent: "p", NextVersion: 3, Versions: []Version{{Version: 1, OriginalSize: 5, NumSlices: 1}, {Version: 2}}}
 	m = Manifest{Key: "k", Version: 2}
@@ -132,6 +132,27 @@ func TestConfigOldFormat(t *testing.T) {
 	b[0] = 0xC3
 	if _, err := DecodeConfig(b); !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrOldFormat) {
 		t.Fatalf("unknown tag: %v", err)
+	}
+}
+
+// TestConfigSliceKind checks that a Config written before the slice kind
+// was recorded decodes as SlicesUnknown, and that an unknown kind is
+// refused.
+func TestConfigSliceKind(t *testing.T) {
+	c, _, _, _, _, _, _, _ := sample()
+	b := c.Encode()
+	legacy := c
+	legacy.Slices = SlicesUnknown
+	if lb := legacy.Encode(); !bytes.Equal(lb, b[:len(b)-1]) {
+		t.Fatalf("a Config without the kind encodes as %x, want %x", lb, b[:len(b)-1])
+	}
+	if got, err := DecodeConfig(b[:len(b)-1]); err != nil || *got != legacy {
+		t.Fatalf("config without the kind: %+v, %v", got, err)
+	}
+	for _, k := range []byte{0, 3} {
+		if _, err := DecodeConfig(append(b[:len(b)-1:len(b)-1], k)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("kind %d: %v", k, err)
+		}
 	}
 }
 
