@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/slicestore"
@@ -34,10 +36,11 @@ type ScrubReport struct {
 // Scrub reads every shard of every slice, verifies it and, with Repair,
 // rewrites the bad ones from parity. With readable Keys it also opens each
 // slice and checks its plaintext against its SliceID; slices failing that
-// are marked bad so the next Put of their content replaces them. A slice
-// whose shards cannot be fetched (ErrUnavailable: failure domains of the
-// SliceStore not answering) stops Scrub with that error: it cannot tell
-// damage from an outage then.
+// are marked bad so the next Put of their content replaces them, and a
+// slice marked bad (by a read that failed) that Scrub finds whole, or
+// repairs in full, is unmarked. A slice whose shards cannot be fetched
+// (ErrUnavailable: failure domains of the SliceStore not answering) stops
+// Scrub with that error: it cannot tell damage from an outage then.
 func (db *DB) Scrub(ctx context.Context, opts ScrubOptions) (_ *ScrubReport, err error) {
 	done, err := db.enter()
 	if err != nil {
@@ -100,6 +103,7 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 		}
 		bufpool.Put(clear)
 	}
+	whole := len(bad) == 0
 	if repair && len(bad) > 0 {
 		n, err := db.repair(&id, rec, bad, rebuilt)
 		rep.ShardsRepaired += n
@@ -107,7 +111,35 @@ func (db *DB) scrubSlice(ctx context.Context, id SliceID, rec *record.Slice, rep
 			// Keep scrubbing: one unwritable shard must not hide the rest.
 			db.opts.Logger.Warn("sealkv: repair failed", "slice", id.String(), "error", err)
 		}
+		whole = err == nil && n == len(bad)
 	}
+	if whole && rec.Bad && db.keys.CanRead() {
+		return db.clearBad(&id, rec)
+	}
+	return nil
+}
+
+// clearBad removes the bad mark of a slice Scrub has just found whole: all
+// k+m shards good, or the bad ones rewritten (durably: PutShard returns
+// once they are, so a crash cannot leave the mark gone and the shards
+// not), and the slice opened and checked against its SliceID. The next
+// Put of its content then deduplicates instead of sealing it anew. Only a
+// mark that was there before Scrub read the shards (rec.Bad) is removed,
+// and only while the slice still has the record rec. With write-only Keys
+// the mark stays: it may stand for a failed authentication or SliceID
+// check, which shard checksums do not see.
+func (db *DB) clearBad(id *SliceID, rec *record.Slice) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	cur, err := sliceRecord(db.meta, id)
+	if err != nil || cur == nil || cur.Session != rec.Session || cur.Ctr != rec.Ctr || !cur.Bad {
+		return err
+	}
+	cur.Bad = false
+	if err := db.meta.Set(record.SliceKey((*[64]byte)(id)), cur.Encode(), pebble.Sync); err != nil {
+		return err
+	}
+	db.opts.Logger.Info("sealkv: slice found whole; its bad mark is removed", "slice", id.String())
 	return nil
 }
 

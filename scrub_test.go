@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -267,9 +268,13 @@ type hookStore struct {
 	afterGet func()
 	once     sync.Once
 	failPut  map[int]bool
+	blind    atomic.Bool // Get finds no shard (a transient read failure)
 }
 
 func (s *hookStore) Get(ctx context.Context, l slicestore.Location, n int) ([][]byte, error) {
+	if s.blind.Load() {
+		return make([][]byte, n), nil
+	}
 	shards, err := s.Store.Get(ctx, l, n)
 	if s.afterGet != nil {
 		s.once.Do(s.afterGet)
@@ -335,5 +340,79 @@ func TestScrubMissingSessionDuringDelete(t *testing.T) {
 	rep, err := db.Scrub(ctx, ScrubOptions{})
 	if err != nil || rep.SlicesChecked != 1 || len(rep.Unreadable) != 0 {
 		t.Fatalf("Scrub: %+v, %v; want the slice deleted meanwhile checked, not unreadable", rep, err)
+	}
+}
+
+// TestScrubClearsBadMark: a read that found too few shards (here a
+// transient failure) marks the slice bad; a Scrub that then finds every
+// shard good, or rewrites the bad ones, and opens the slice, removes the
+// mark, so the next Put of the content deduplicates instead of sealing it
+// anew. The mark stays while a bad shard is left, and with write-only Keys,
+// which cannot tell a slice failing authentication from a good one. (Found
+// in review: the mark was never removed, and forced a needless reseal.)
+func TestScrubClearsBadMark(t *testing.T) {
+	dir, keys := t.TempDir(), newKeys(t)
+	hs := &hookStore{failPut: map[int]bool{}}
+	db := openDB(t, dir, wrappedOpts(keys, func(s slicestore.Store) slicestore.Store { hs.Store = s; return hs }))
+	b := randBytes(1000)
+	mustPut(t, db, "a", b)
+	id, rec := onlyRecord(t, db)
+	isBad := func() bool {
+		t.Helper()
+		cur, err := sliceRecord(db.meta, &id)
+		if err != nil || cur == nil || cur.Ctr != rec.Ctr {
+			t.Fatalf("record %+v, %v; want the first one", cur, err)
+		}
+		return cur.Bad
+	}
+	scrub := func(repair bool, want bool) {
+		t.Helper()
+		if rep, err := db.Scrub(ctx, ScrubOptions{Repair: repair}); err != nil || len(rep.Unreadable) != 0 {
+			t.Fatalf("Scrub: %+v, %v", rep, err)
+		}
+		if isBad() != want {
+			t.Fatalf("after Scrub (repair %v) the slice is marked bad: %v, want %v", repair, !want, want)
+		}
+	}
+	hs.blind.Store(true)
+	r, err := db.Get(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read finding no shard: %v, want ErrCorrupt", err)
+	}
+	r.Close()
+	hs.blind.Store(false)
+	if !isBad() {
+		t.Fatal("a read finding no shard did not mark the slice bad")
+	}
+	// A bad shard left (no repair, or a repair that fails) keeps the mark.
+	if err := hs.Store.(*slicestore.Pebble).DB().Delete(loc(rec).Key(1), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	scrub(false, true)
+	hs.failPut[1] = true
+	scrub(true, true)
+	delete(hs.failPut, 1)
+	// Write-only Keys check the shards but cannot open the slice.
+	db.keys = keys.WriteOnly()
+	scrub(true, true)
+	db.keys = keys
+	// Every shard good: the mark goes, and the content deduplicates.
+	scrub(false, false)
+	before := db.Stats()
+	mustPut(t, db, "b", b)
+	if after := db.Stats(); after.StoredBytes != before.StoredBytes || isBad() {
+		t.Fatalf("a Put of the content after Scrub stored %d bytes anew", after.StoredBytes-before.StoredBytes)
+	}
+	// A repair that lands also clears the mark.
+	db.markBad(&id, rec)
+	if err := hs.Store.(*slicestore.Pebble).DB().Delete(loc(rec).Key(2), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	scrub(true, false)
+	if !bytes.Equal(get(t, db, "a"), b) {
+		t.Fatal("a differs after the repair")
 	}
 }

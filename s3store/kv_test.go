@@ -452,6 +452,33 @@ func TestKVOutageIsNotDamage(t *testing.T) {
 	}
 }
 
+// TestKVOversizedShards: with more shards of a slice oversized (damaged)
+// than parity covers, the slice is corrupt, not unavailable: reads fail
+// with ErrCorrupt and Scrub reports it unreadable (see
+// TestOversizedShardIsDamage); with fewer, Scrub rewrites them.
+func TestKVOversizedShards(t *testing.T) {
+	c := newCluster(t, testK+testM)
+	db, _ := openKV(t, t.TempDir(), genKeys(t), c)
+	defer db.Close()
+	b := randData(7, 20_000)
+	put(t, db, "a", b)
+	for _, d := range c.domains[:testM+1] {
+		oversize(d)
+	}
+	if _, err := read(db, "a"); !errors.Is(err, kv.ErrCorrupt) || errors.Is(err, kv.ErrUnavailable) {
+		t.Fatalf("read with %d oversized shards: %v, want ErrCorrupt", testM+1, err)
+	}
+	rep, err := db.Scrub(bg, kv.ScrubOptions{Repair: true})
+	if err != nil || len(rep.Unreadable) != rep.SlicesChecked || rep.SlicesChecked == 0 {
+		t.Fatalf("Scrub with %d oversized shards: %+v, %v; want every slice unreadable", testM+1, rep, err)
+	}
+	c.domains[0].setHook(nil)
+	rep, err = db.Scrub(bg, kv.ScrubOptions{Repair: true})
+	if err != nil || len(rep.Unreadable) != 0 || rep.ShardsRepaired != testM*rep.SlicesChecked {
+		t.Fatalf("Scrub with %d oversized shards: %+v, %v; want them all rewritten", testM, rep, err)
+	}
+}
+
 // TestKVDataShardsDown reads 1+2 slices over three domains with one domain
 // down, which Tolerates(3, 1, 2) = 2 allows: a slice whose data shard is in
 // the lost domain is rebuilt from parity. (Found in review: Get of only the

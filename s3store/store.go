@@ -86,6 +86,15 @@ var (
 
 var errNotFound = errors.New("s3store: no such object")
 
+// errDamaged: an object larger than any shard can be (see maxObject). Its
+// domain answered, so the shard is damaged, not unavailable: Get returns it
+// as missing, for parity to cover and Scrub to rewrite.
+var errDamaged = errors.New("s3store: object larger than any shard")
+
+// missing reports whether a shard read found no usable object in a domain
+// that answered: the object is absent or damaged.
+func missing(err error) bool { return errors.Is(err, errNotFound) || errors.Is(err, errDamaged) }
+
 // maxObject bounds the size of an object: the largest shard there can be,
 // that of a slice of the largest Max, padded, sealed and not split (k = 1),
 // with its checksum. Get refuses a larger object as damage, and a Writer
@@ -329,10 +338,12 @@ func (s *Store) check(ctx context.Context) error {
 }
 
 // Get returns the first n shards of the slice at l. A shard whose object
-// is missing, unreadable, or in a domain that does not answer is nil;
-// sealkv rebuilds it from parity. If a domain did not answer, the shards
-// come with an error wrapping kv.ErrUnavailable (see kv.SliceStore), even
-// if none answered. Get fails otherwise only if ctx ends.
+// is missing, too large to be a shard, unreadable, or in a domain that
+// does not answer is nil; sealkv rebuilds it from parity (an object too
+// large is damage, and Scrub rewrites it). If a domain did not answer, the
+// shards come with an error wrapping kv.ErrUnavailable (see
+// kv.SliceStore), even if none answered. Get fails otherwise only if ctx
+// ends.
 func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -362,7 +373,7 @@ func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, e
 		select {
 		case i := <-done:
 			got++
-			if abandoned && errs[i] != nil && !errors.Is(errs[i], errNotFound) {
+			if abandoned && errs[i] != nil && !missing(errs[i]) {
 				s.shardDomain(l, i).readFails.Add(1) // counts toward sickReads
 			}
 			if got == (n+1)/2 && got < n && s.cfg.StragglerWait > 0 {
@@ -381,7 +392,7 @@ func (s *Store) Get(ctx context.Context, l kv.ShardLocation, n int) ([][]byte, e
 	}
 	failed := map[int]error{}
 	for i, err := range errs {
-		if err != nil && !errors.Is(err, errNotFound) {
+		if err != nil && !missing(err) {
 			failed[s.shardDomain(l, i).idx] = err
 		}
 	}
@@ -632,8 +643,11 @@ func (s *Store) getShard(ctx context.Context, d *domain, key string) ([]byte, er
 	}
 	b, err := s.getObjectN(ctx, d, key, attempts)
 	switch {
-	case err == nil || errors.Is(err, errNotFound):
+	case err == nil || missing(err):
 		d.readFails.Store(0)
+		if errors.Is(err, errDamaged) {
+			s.log.Warn("s3store: shard object damaged; parity covers it", "err", err)
+		}
 	case ctx.Err() == nil: // (abandoned stragglers are counted by Get)
 		d.readFails.Add(1)
 	}
@@ -654,7 +668,7 @@ func (s *Store) getObjectN(ctx context.Context, d *domain, key string, attempts 
 		}
 		defer rc.Close()
 		if info.Size < 0 || info.Size > maxObject {
-			return permanent{fmt.Errorf("s3store: %s: object %s has size %d", d, key, info.Size)}
+			return permanent{fmt.Errorf("%w: object %s has size %d", errDamaged, key, info.Size)}
 		}
 		b := make([]byte, info.Size)
 		if _, err := io.ReadFull(rc, b); err != nil {

@@ -201,20 +201,24 @@ func (s *Pebble) DB() *pebble.DB { return s.db }
 
 // Get reads n shards of the slice at l; a missing or unreadable shard is
 // nil (parity covers it). The shards are copies the caller owns, from
-// bufpool.
+// bufpool. A read error is logged: a failing disk must not pass for a
+// few missing shards in silence (corruption is logged by Events).
 func (s *Pebble) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	shards := make([][]byte, n)
-	if s.scan(ctx, l, shards) == nil {
+	var r readErrs
+	if s.scan(ctx, l, shards, &r) == nil {
+		s.logReadErrs(ctx, l, &r)
 		return shards, nil
 	}
 	// A damaged block stopped the scan: read shard by shard so one bad
 	// block costs only the shards in it.
+	r = readErrs{}
 	for i := range shards {
 		if shards[i] == nil {
-			shards[i] = s.getOne(l.Key(i))
+			shards[i] = s.getOne(l.Key(i), &r)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -225,10 +229,33 @@ func (s *Pebble) Get(ctx context.Context, l Location, n int) ([][]byte, error) {
 		}
 		return nil, err
 	}
+	s.logReadErrs(ctx, l, &r)
 	return shards, nil
 }
 
-func (s *Pebble) scan(ctx context.Context, l Location, shards [][]byte) error {
+// readErrs counts the shards of one Get that could not be read for
+// another reason than corruption, and keeps the first error.
+type readErrs struct {
+	n     int
+	first error
+}
+
+func (r *readErrs) add(err error) {
+	if pebble.IsCorruptionError(err) {
+		return // logged by Events, with its file
+	}
+	if r.n++; r.first == nil {
+		r.first = err
+	}
+}
+
+func (s *Pebble) logReadErrs(ctx context.Context, l Location, r *readErrs) {
+	if r.n > 0 && ctx.Err() == nil {
+		s.opts.Logger.Errorf("slicestore: %d shard(s) of slice %x/%016x unreadable, read as missing: %v", r.n, l.Session, l.Ctr, r.first)
+	}
+}
+
+func (s *Pebble) scan(ctx context.Context, l Location, shards [][]byte, r *readErrs) error {
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: l.Key(0), UpperBound: l.Key(len(shards))})
 	if err != nil {
 		return err
@@ -240,14 +267,19 @@ func (s *Pebble) scan(ctx context.Context, l Location, shards [][]byte) error {
 		}
 		if v, err := it.ValueAndErr(); err == nil {
 			shards[k[24]] = clone(v)
+		} else {
+			r.add(err)
 		}
 	}
 	return errors.Join(it.Error(), it.Close())
 }
 
-func (s *Pebble) getOne(k []byte) []byte {
+func (s *Pebble) getOne(k []byte, r *readErrs) []byte {
 	v, closer, err := s.db.Get(k)
 	if err != nil {
+		if !errors.Is(err, pebble.ErrNotFound) {
+			r.add(err)
+		}
 		return nil
 	}
 	defer closer.Close()
