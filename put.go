@@ -909,6 +909,9 @@ func abortPuts(db *DB, ps []*put) error {
 			for range n {
 				db.unpinLocked(id, p.key)
 			}
+			// A Delete may have kept it for this Put alone; the
+			// Put may not have listed it yet.
+			rel.candidate(id)
 		}
 		p.pins = nil
 		if p.wrote {
