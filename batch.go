@@ -70,13 +70,13 @@ func (b *Batch) number() (*writerSession, uint64, error) {
 // Put calls returned.
 func (b *Batch) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (err error) {
 	db := b.db
-	done, err := db.enter()
+	done, err := db.enterCtx(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
 	defer catch(&err)
-	po, err := putOpts(key, opts)
+	po, err := putOpts(key, r, opts)
 	if err != nil {
 		return err
 	}
@@ -133,10 +133,11 @@ func (b *Batch) open(parent string) error {
 // it returns an error, none is, and what they stored is removed, except
 // after ErrFailed, which leaves it unknown (as for DB.Put). A parent
 // deleted since the Put that named it fails the whole commit
-// (ErrNotFound). Commit ends the batch either way.
+// (ErrNotFound). Commit ends the batch either way, except when it refuses
+// a nil ctx (ErrInvalidOptions), which changes nothing.
 func (b *Batch) Commit(ctx context.Context) (err error) {
 	db := b.db
-	done, err := db.enter()
+	done, err := db.enterCtx(ctx)
 	if err != nil {
 		return err
 	}

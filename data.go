@@ -135,7 +135,8 @@ func (db *DB) Stat(ctx context.Context, key string) (*Data, error) {
 
 // List yields the keys that start with prefix, in byte order. An empty
 // prefix lists every key. Iteration stops at the first error, which is
-// yielded with an empty key.
+// yielded with an empty key: once ctx is done, that is ctx.Err(), even
+// over a range with no keys.
 func (db *DB) List(ctx context.Context, prefix string) iter.Seq2[string, error] {
 	lo := record.DataKey(prefix)
 	return db.scan(ctx, lo, record.PrefixEnd(lo), func(k []byte) string { return string(k[1:]) })
@@ -160,12 +161,18 @@ func (db *DB) Children(ctx context.Context, key string) iter.Seq2[string, error]
 // consistent snapshot.
 func (db *DB) scan(ctx context.Context, lo, hi []byte, name func([]byte) string) iter.Seq2[string, error] {
 	return func(yield func(string, error) bool) {
-		done, err := db.enter()
+		done, err := db.enterCtx(ctx)
 		if err != nil {
 			yield("", err)
 			return
 		}
 		defer done()
+		// Checked before the first key too: a range with no keys must
+		// not end cleanly as if ctx were live.
+		if err := ctx.Err(); err != nil {
+			yield("", err)
+			return
+		}
 		it, err := db.meta.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 		if err != nil {
 			yield("", err)
@@ -187,7 +194,8 @@ func (db *DB) scan(ctx context.Context, lo, hi []byte, name func([]byte) string)
 	}
 }
 
-// PutOption modifies a Put.
+// PutOption modifies a Put. A nil PutOption is refused with
+// ErrInvalidOptions, not ignored: it is a mistake, not a way to say "none".
 type PutOption func(*putOptions)
 
 type putOptions struct {
@@ -196,7 +204,8 @@ type putOptions struct {
 
 // WithParent makes the Data a child of parent, which must exist
 // (ErrNotFound otherwise). A later Put without WithParent keeps the parent;
-// with another parent it moves the Data.
+// with another parent it moves the Data. WithParent("") is no option: a
+// parent cannot be cleared.
 func WithParent(parent string) PutOption {
 	return func(o *putOptions) { o.parent = parent }
 }

@@ -48,8 +48,14 @@ func (db *DB) Delete(ctx context.Context, key string) (_ *DeleteReport, err erro
 	if err != nil {
 		return nil, err
 	}
-	if has, err := db.hasChildren(key); err != nil || has {
-		return nil, errors.Join(err, fmt.Errorf("%w: %q (delete its children first)", ErrHasChildren, key))
+	// A failed lookup is returned as itself: ErrHasChildren would send
+	// the caller to delete children that may not exist.
+	has, err := db.hasChildren(key)
+	if err != nil {
+		return nil, fmt.Errorf("sealkv: looking up the children of %q: %w", key, err)
+	}
+	if has {
+		return nil, fmt.Errorf("%w: %q (delete its children first)", ErrHasChildren, key)
 	}
 	if len(d.Versions) > 1 {
 		return nil, fmt.Errorf("%w: %q has %d older versions (PruneVersions(key, 0) first)", ErrHasVersions, key, len(d.Versions)-1)

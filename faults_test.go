@@ -716,3 +716,50 @@ func TestShardReadErrorLogged(t *testing.T) {
 		t.Fatalf("the read errors were not logged; the log:\n%s", s)
 	}
 }
+
+// TestDeleteChildrenLookupFails checks that Delete returns a failed read
+// of the child index as that error, not as ErrHasChildren, and changes
+// nothing. (Found in review: Delete joined ErrHasChildren to the read
+// error, so errors.Is(err, ErrHasChildren) held for an I/O failure.) The
+// children's long keys put the parent's child index in another sstable
+// block than its Data record, which Stat has cached before reads fail.
+func TestDeleteChildrenLookupFails(t *testing.T) {
+	var on atomic.Bool
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if on.Load() && inDir(op, "meta", ".sst") && isKind(op, errorfs.OpFileRead, errorfs.OpFileReadAt) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})
+	o := smallOpts(newKeys(t))
+	o.Logger, o.fs = quietLogger, errorfs.Wrap(vfs.NewMem(), inj)
+	db, err := Open("/db", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustPut(t, db, "p", nil)
+	for i := range 3 {
+		mustPut(t, db, fmt.Sprintf("p/%s%d", strings.Repeat("x", 3000), i), nil, WithParent("p"))
+	}
+	if err := db.meta.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Stat(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	before := db.Stats()
+	on.Store(true)
+	_, err = db.Delete(ctx, "p")
+	on.Store(false)
+	if !errors.Is(err, errorfs.ErrInjected) || errors.Is(err, ErrHasChildren) {
+		t.Fatalf("Delete whose child lookup fails: %v; want the injected error, not ErrHasChildren", err)
+	}
+	if _, err := db.Stat(ctx, "p"); err != nil || db.Stats() != before {
+		t.Fatalf("the failed Delete changed the store: %v, %+v", err, db.Stats())
+	}
+	if _, err := db.Delete(ctx, "p"); !errors.Is(err, ErrHasChildren) {
+		t.Fatalf("Delete once reads work: %v, want ErrHasChildren", err)
+	}
+	checkInvariants(t, db)
+}

@@ -16,11 +16,12 @@ import (
 // committing it: it joins the DB's open group commit.
 func stageSmall(t *testing.T, db *DB, key string, b []byte, opts ...PutOption) *staged {
 	t.Helper()
-	po, err := putOpts(key, opts)
+	r := bytes.NewReader(b)
+	po, err := putOpts(key, r, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := db.stage(ctx, key, bytes.NewReader(b), po, nil)
+	s, err := db.stage(ctx, key, r, po, nil)
 	if err != nil {
 		t.Fatalf("stage %q: %v", key, err)
 	}

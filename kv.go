@@ -62,8 +62,11 @@ var (
 	// ErrClosed: the DB, the Reader's DB or the Reader itself has been
 	// closed.
 	ErrClosed = errors.New("sealkv: closed")
-	// ErrInvalidOptions: Options that cannot be used, or a negative keep
-	// given to PruneVersions (see the message).
+	// ErrInvalidOptions: Options that cannot be used, or an argument no
+	// call can use (see the message): an empty dir given to Open, a nil
+	// context.Context, a nil io.Reader or PutOption given to Put, a nil
+	// io.Writer given to Reader.WriteTo, a negative keep given to
+	// PruneVersions. The call changes nothing.
 	ErrInvalidOptions = errors.New("sealkv: invalid options")
 	// ErrLocked: another process (or DB value) has the store open.
 	ErrLocked = errors.New("sealkv: store is locked by another process")
@@ -324,7 +327,11 @@ type pin struct {
 // it reads fails to decode, the store's configuration record is missing or
 // Pebble finds a keyspace's own files damaged (the message is Pebble's).
 // Options refused for a new store (ErrInvalidOptions) create nothing.
+// An empty dir is ErrInvalidOptions, not the working directory (use ".").
 func Open(dir string, opts *Options) (*DB, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: empty dir", ErrInvalidOptions)
+	}
 	o, err := opts.resolve()
 	if err != nil {
 		return nil, err
@@ -631,7 +638,7 @@ func (db *DB) wipeSessions() {
 // begin admits a call on key: the DB is open, the key valid and ctx live.
 // The returned function ends the call.
 func (db *DB) begin(ctx context.Context, key string) (func(), error) {
-	done, err := db.enter()
+	done, err := db.enterCtx(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -644,6 +651,16 @@ func (db *DB) begin(ctx context.Context, key string) (func(), error) {
 		return nil, err
 	}
 	return done, nil
+}
+
+// enterCtx is enter for a call given ctx, which must not be nil: calls
+// would panic on it, begin's with the call still counted, so that Close
+// waited for it forever.
+func (db *DB) enterCtx(ctx context.Context) (func(), error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context.Context", ErrInvalidOptions)
+	}
+	return db.enter()
 }
 
 // enter admits a call; the returned function ends it.

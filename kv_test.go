@@ -1165,3 +1165,250 @@ func TestReaderRetriesFailedFetch(t *testing.T) {
 		t.Fatalf("reading on: %v", err)
 	}
 }
+
+// call runs f and returns its error, turning a panic into a test failure
+// named what.
+func call(t *testing.T, what string, f func() error) (err error) {
+	t.Helper()
+	defer func() {
+		if v := recover(); v != nil {
+			t.Errorf("%s panicked: %v", what, v)
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return f()
+}
+
+// TestNilReaderRefused checks that Put and Batch.Put given a nil io.Reader
+// fail with ErrInvalidOptions, storing nothing and leaving the batch
+// usable. (Found in review: both panicked, a nil pointer dereference in
+// the reader's Read raised again on the caller's goroutine.)
+func TestNilReaderRefused(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	before := db.Stats()
+	if err := call(t, "Put", func() error { _, err := db.Put(ctx, "x", nil); return err }); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("Put with a nil reader: %v, want ErrInvalidOptions", err)
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	if err := call(t, "Batch.Put", func() error { return b.Put(ctx, "x", nil) }); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("Batch.Put with a nil reader: %v, want ErrInvalidOptions", err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatalf("Commit after the refused Put: %v", err)
+	}
+	if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("stored anyway (%v)", err)
+	}
+	if s := db.Stats(); s != before {
+		t.Fatalf("stats changed: %+v", s)
+	}
+	checkInvariants(t, db)
+}
+
+// TestNilPutOptionRefused checks that a nil PutOption fails Put and
+// Batch.Put with ErrInvalidOptions instead of a panic (found in review),
+// storing nothing.
+func TestNilPutOptionRefused(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "p", randBytes(1<<10))
+	if err := call(t, "Put", func() error {
+		_, err := db.Put(ctx, "x", bytes.NewReader(randBytes(1<<10)), WithParent("p"), nil)
+		return err
+	}); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("Put with a nil PutOption: %v, want ErrInvalidOptions", err)
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	if err := call(t, "Batch.Put", func() error { return b.Put(ctx, "x", bytes.NewReader(nil), nil) }); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("Batch.Put with a nil PutOption: %v, want ErrInvalidOptions", err)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Stat(ctx, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("stored anyway (%v)", err)
+	}
+	checkInvariants(t, db)
+}
+
+// TestNilContextRefused checks that every call taking a context refuses a
+// nil one with ErrInvalidOptions, and that Close still returns. (Found in
+// review: each panicked; Get, GetVersion, Stat, Delete and PruneVersions
+// with their call still counted, so Close waited for them forever.)
+func TestNilContextRefused(t *testing.T) {
+	db, err := Open(t.TempDir(), smallOpts(newKeys(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, db, "a", randBytes(1<<10))
+	var nilCtx context.Context
+	first := func(seq func(func(string, error) bool)) error {
+		for _, err := range seq {
+			return err
+		}
+		return nil
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	if err := b.Put(ctx, "b", bytes.NewReader(nil)); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]func() error{
+		"Put":           func() error { _, err := db.Put(nilCtx, "x", bytes.NewReader(nil)); return err },
+		"Get":           func() error { _, err := db.Get(nilCtx, "a"); return err },
+		"GetVersion":    func() error { _, err := db.GetVersion(nilCtx, "a", 1); return err },
+		"Stat":          func() error { _, err := db.Stat(nilCtx, "a"); return err },
+		"Delete":        func() error { _, err := db.Delete(nilCtx, "a"); return err },
+		"PruneVersions": func() error { _, err := db.PruneVersions(nilCtx, "a", 0); return err },
+		"Scrub":         func() error { _, err := db.Scrub(nilCtx, ScrubOptions{}); return err },
+		"List":          func() error { return first(db.List(nilCtx, "")) },
+		"Children":      func() error { return first(db.Children(nilCtx, "a")) },
+		"Batch.Put":     func() error { return b.Put(nilCtx, "x", bytes.NewReader(nil)) },
+		"Batch.Commit":  func() error { return b.Commit(nilCtx) },
+	} {
+		if err := call(t, name, f); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s with a nil context: %v, want ErrInvalidOptions", name, err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatalf("Commit after the refused one: %v", err)
+	}
+	if _, err := db.Stat(ctx, "b"); err != nil {
+		t.Fatalf("the batch's Put: %v", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung: a call refused for its nil context is still counted")
+	}
+}
+
+// TestListCancelled checks that List and Children with a context cancelled
+// beforehand yield ctx.Err() and no key, over a range with keys and one
+// without. (Found in review: List over an empty range ended as if it had
+// run, with no error.)
+func TestListCancelled(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "a", nil)
+	mustPut(t, db, "a/1", nil, WithParent("a"))
+	mustPut(t, db, "b", nil)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	for name, seq := range map[string]func(func(string, error) bool){
+		"List of every key":    db.List(cctx, ""),
+		"List of no key":       db.List(cctx, "zzz"),
+		"Children of a parent": db.Children(cctx, "a"),
+		"Children of a leaf":   db.Children(cctx, "b"),
+	} {
+		var keys []string
+		var errs []error
+		for k, err := range seq {
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 || len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+			t.Errorf("%s with a cancelled context: keys %q, errors %v; want only context.Canceled", name, keys, errs)
+		}
+	}
+}
+
+// TestOpenEmptyDir checks that Open("") is refused with ErrInvalidOptions
+// instead of creating a store in the working directory. (Found in review.)
+func TestOpenEmptyDir(t *testing.T) {
+	wd := t.TempDir()
+	t.Chdir(wd)
+	db, err := Open("", smallOpts(newKeys(t)))
+	if err == nil {
+		db.Close()
+	}
+	if !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("Open(\"\"): %v, want ErrInvalidOptions", err)
+	}
+	if names, _ := filepath.Glob(filepath.Join(wd, "*")); len(names) > 0 {
+		t.Fatalf("Open(\"\") created %q in the working directory", names)
+	}
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestWriteToMisbehavingWriter checks that Reader.WriteTo refuses a nil
+// writer, fails on a writer returning a short count without an error or a
+// count io.Writer forbids, and hands back its slice's buffer when the
+// writer panics. (Found in review: a nil writer panicked; (0, nil) spun
+// forever; (-1, nil) walked the position back to -1 and blamed the store
+// (ErrCorrupt); len+1 skipped bytes and returned nil; a panicking writer
+// kept a buffer outside the Go heap for good.)
+func TestWriteToMisbehavingWriter(t *testing.T) {
+	db := openDB(t, t.TempDir(), &Options{Keys: newKeys(t), Compression: CompressionNone})
+	data := randBytes(300 << 10)
+	mustPut(t, db, "k", data)
+	before := bufpool.Outstanding()
+	for name, c := range map[string]struct {
+		w    io.Writer
+		want error
+	}{
+		"nil":        {nil, ErrInvalidOptions},
+		"(0, nil)":   {writerFunc(func([]byte) (int, error) { return 0, nil }), io.ErrShortWrite},
+		"(-1, nil)":  {writerFunc(func([]byte) (int, error) { return -1, nil }), errWriterCount},
+		"(len+1, …)": {writerFunc(func(p []byte) (int, error) { return len(p) + 1, nil }), errWriterCount},
+	} {
+		r, err := db.Get(ctx, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			defer func() {
+				if v := recover(); v != nil {
+					done <- fmt.Errorf("panic: %v", v)
+				}
+			}()
+			_, err := r.WriteTo(c.w)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, c.want) {
+				t.Errorf("WriteTo a %s writer: %v, want %v", name, err, c.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("WriteTo a %s writer hung", name)
+		}
+		r.Close()
+	}
+	r, err := db.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if v := recover(); v != "writer broke" {
+				t.Fatalf("recovered %v, want the writer's panic", v)
+			}
+		}()
+		r.WriteTo(writerFunc(func([]byte) (int, error) { panic("writer broke") }))
+	}()
+	r.Close()
+	settled(t, before, "WriteTo whose writer panicked")
+	r, err = db.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var buf bytes.Buffer
+	if n, err := r.WriteTo(&buf); err != nil || n != int64(len(data)) || !bytes.Equal(buf.Bytes(), data) {
+		t.Fatalf("WriteTo: %d, %v", n, err)
+	}
+}

@@ -32,8 +32,8 @@ const chunkRefs = 1024
 // length. Content equal to the current version adds no version.
 //
 // If ctx is cancelled or r fails, Put returns that error (errors.Is-able)
-// and leaves nothing behind. When Put returns nil the new version is
-// durable.
+// and leaves nothing behind. A nil ctx, r or PutOption is refused with
+// ErrInvalidOptions. When Put returns nil the new version is durable.
 //
 // Puts whose ClearText is shorter than 256 KiB commit in groups: those that finish
 // sealing while another group commits are committed together next, with one
@@ -42,13 +42,13 @@ const chunkRefs = 1024
 // fails on its own. Once its ClearText is stored a Put finishes its commit
 // even if ctx is cancelled meanwhile.
 func (db *DB) Put(ctx context.Context, key string, r io.Reader, opts ...PutOption) (_ *Data, err error) {
-	done, err := db.enter()
+	done, err := db.enterCtx(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
 	defer catch(&err)
-	po, err := putOpts(key, opts)
+	po, err := putOpts(key, r, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +86,18 @@ func (db *DB) commitPut(s *staged) (d *Data, err error) {
 	return d, nil
 }
 
-// putOpts checks key and the options of a Put of it.
-func putOpts(key string, opts []PutOption) (putOptions, error) {
+// putOpts checks key, the reader and the options of a Put of it. A nil
+// reader or PutOption is refused here, before anything is stored: either
+// would panic inside the Put.
+func putOpts(key string, r io.Reader, opts []PutOption) (putOptions, error) {
 	var po putOptions
-	for _, o := range opts {
+	if r == nil {
+		return po, fmt.Errorf("%w: nil io.Reader for %.64q", ErrInvalidOptions, key)
+	}
+	for i, o := range opts {
+		if o == nil {
+			return po, fmt.Errorf("%w: PutOption %d of %.64q is nil", ErrInvalidOptions, i, key)
+		}
 		o(&po)
 	}
 	if err := checkKey(key); err != nil {

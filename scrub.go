@@ -42,7 +42,7 @@ type ScrubReport struct {
 // (ErrUnavailable: failure domains of the SliceStore not answering) stops
 // Scrub with that error: it cannot tell damage from an outage then.
 func (db *DB) Scrub(ctx context.Context, opts ScrubOptions) (_ *ScrubReport, err error) {
-	done, err := db.enter()
+	done, err := db.enterCtx(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -293,8 +293,13 @@ func (r *Reader) Read(p []byte) (int, error) {
 }
 
 // WriteTo writes the ClearText from the current position to the end to w,
-// a slice at a time without an intermediate buffer; io.Copy uses it.
+// a slice at a time without an intermediate buffer; io.Copy uses it. A nil
+// w is refused with ErrInvalidOptions; a w that writes less than it was
+// given without an error fails with io.ErrShortWrite, as in io.Copy.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if w == nil {
+		return 0, fmt.Errorf("%w: nil io.Writer", ErrInvalidOptions)
+	}
 	done, err := r.db.enter()
 	if err != nil {
 		return 0, err
@@ -306,8 +311,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			return n, err
 		}
-		m, err := w.Write(f.clear[r.pos-start:])
-		r.release(f)
+		m, err := r.write(w, f.clear[r.pos-start:], f)
 		n += int64(m)
 		r.pos += int64(m)
 		if err != nil {
@@ -316,6 +320,26 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 	return n, nil
 }
+
+// write writes p, from fetch f, to w and releases f, also if w panics: f's
+// buffer lives outside the Go heap and would never come back. A count
+// io.Writer forbids is an error: used, it would move the position past
+// bytes never written, or back.
+func (r *Reader) write(w io.Writer, p []byte, f *fetch) (int, error) {
+	defer r.release(f)
+	m, err := w.Write(p)
+	switch {
+	case m < 0 || m > len(p):
+		return 0, fmt.Errorf("%w (%d bytes of %d)", errWriterCount, m, len(p))
+	case m < len(p) && err == nil:
+		return m, io.ErrShortWrite
+	}
+	return m, err
+}
+
+// errWriterCount fails a WriteTo whose writer claimed to have written a
+// negative count or more than it was given.
+var errWriterCount = errors.New("sealkv: writer returned an invalid count")
 
 // Seek sets the position for the next Read.
 func (r *Reader) Seek(offset int64, whence int) (int64, error) {
