@@ -324,8 +324,9 @@ type pin struct {
 // unfinished Deletes completed. It fails with ErrInvalidOptions for Options
 // that cannot be used, ErrWrongKeys if the store was created with other
 // Keys, ErrLocked if the store is open already and ErrCorrupt if a record
-// it reads fails to decode, the store's configuration record is missing or
-// Pebble finds a keyspace's own files damaged (the message is Pebble's).
+// it reads fails to decode, the store's configuration record is missing,
+// Pebble finds a keyspace's own files damaged (the message is Pebble's) or
+// DIR/slices, where the store's config says its shards are, is missing.
 // Options refused for a new store (ErrInvalidOptions) create nothing.
 // An empty dir is ErrInvalidOptions, not the working directory (use ".").
 func Open(dir string, opts *Options) (*DB, error) {
@@ -405,12 +406,18 @@ func (db *DB) openMeta(dir string) error {
 }
 
 // openSlices opens the slice keyspace: the SliceStore in Options, or the
-// Pebble instance in dir/slices, created if need be.
-func (db *DB) openSlices(dir string) error {
+// Pebble instance in dir/slices, created if need be unless the store's
+// config says it was (exists): then a missing dir/slices is ErrCorrupt, not
+// a new empty keyspace in which every slice of the store would be missing
+// and to which Puts of content the store holds would deduplicate.
+func (db *DB) openSlices(dir string, exists bool) error {
 	if db.slices = db.opts.SliceStore; db.slices != nil {
 		return nil
 	}
 	d := filepath.Join(dir, "slices")
+	if _, err := db.opts.fs.Stat(d); exists && errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %s is missing, and the store keeps its shards there", ErrCorrupt, d)
+	}
 	if err := mkdirDurable(db.opts.fs, d); err != nil {
 		return fmt.Errorf("sealkv: creating %s: %w", d, err)
 	}
@@ -480,7 +487,7 @@ func (db *DB) start(dir string) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := db.openSlices(dir); err != nil {
+	if err := db.openSlices(dir, !isNew && cfg.Slices == record.SlicesLocal); err != nil {
 		return err
 	}
 	if isNew {

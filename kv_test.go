@@ -1412,3 +1412,28 @@ func TestWriteToMisbehavingWriter(t *testing.T) {
 		t.Fatalf("WriteTo: %d, %v", n, err)
 	}
 }
+
+// TestLocalSlicesMissing: a store whose config says its shards are in
+// DIR/slices must not open with that directory gone, as a store whose
+// every slice is missing: Open would make an empty slice keyspace, and a
+// Put of content the store holds would deduplicate against lost shards.
+func TestLocalSlicesMissing(t *testing.T) {
+	keys := newKeys(t)
+	dir := t.TempDir()
+	b := randBytes(20 << 10)
+	db := openDB(t, dir, smallOpts(keys))
+	mustPut(t, db, "a", b)
+	db.Close()
+	if err := os.RemoveAll(filepath.Join(dir, "slices")); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := Open(dir, smallOpts(keys)); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("Open of a store whose DIR/slices is gone: %v, want ErrCorrupt", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "slices")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("refused Open created DIR/slices (%v)", err)
+	}
+}

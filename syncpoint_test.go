@@ -273,3 +273,32 @@ func openCounting(keys *Keys, fs syncPointFS) (int64, error) {
 	n := fs.n.Load()
 	return n, db.Close()
 }
+
+// TestCreateCrashes crashes the Open that creates a store just before each
+// of its syncs: the next Open must open what is left (a store not yet
+// created is created then) and store a Data.
+func TestCreateCrashes(t *testing.T) {
+	keys := newKeys(t)
+	n, err := openCounting(keys, newSyncPointFS(newLinkGateFS(), -1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d sync points", n)
+	for at := int64(1); at <= n; at++ {
+		fs := newSyncPointFS(newLinkGateFS(), at)
+		if _, err := openCounting(keys, fs); err != nil {
+			t.Fatal(err)
+		}
+		if fs.taken() == nil {
+			continue
+		}
+		db, err := Open("/db", memOpts(keys, fs.taken().CrashClone(vfs.CrashCloneCfg{})))
+		if err != nil {
+			t.Fatalf("sync point %d of %d: reopen: %v", at, n, err)
+		}
+		mustPut(t, db, "a", []byte("x"))
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
