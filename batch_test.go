@@ -387,7 +387,7 @@ func wrappedOpts(keys *Keys, wrap func(slicestore.Store) slicestore.Store) *Opti
 // own: a Pebble slice keyspace in dir.
 func externalOpts(t *testing.T, dir string, keys *Keys) *Options {
 	t.Helper()
-	s, err := slicestore.Open(dir, vfs.Default, pebbleLogger{l: quietLogger})
+	s, err := slicestore.Open(dir, vfs.Default, pebbleLogger{l: quietLogger}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

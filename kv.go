@@ -326,8 +326,9 @@ type pin struct {
 // Keys, ErrLocked if the store is open already and ErrCorrupt if a record
 // it reads fails to decode, the store's configuration record is missing,
 // Pebble finds a keyspace's own files damaged (the message is Pebble's) or
-// DIR/slices, where the store's config says its shards are, is missing.
-// Options refused for a new store (ErrInvalidOptions) create nothing.
+// a keyspace is gone or lost its manifest marker (then Open deletes
+// nothing, where Pebble would empty it as a new one). Options refused for
+// a new store (ErrInvalidOptions) create nothing.
 // An empty dir is ErrInvalidOptions, not the working directory (use ".").
 func Open(dir string, opts *Options) (*DB, error) {
 	if dir == "" {
@@ -406,22 +407,24 @@ func (db *DB) openMeta(dir string) error {
 }
 
 // openSlices opens the slice keyspace: the SliceStore in Options, or the
-// Pebble instance in dir/slices, created if need be unless the store's
-// config says it was (exists): then a missing dir/slices is ErrCorrupt, not
-// a new empty keyspace in which every slice of the store would be missing
-// and to which Puts of content the store holds would deduplicate.
-func (db *DB) openSlices(dir string, exists bool) error {
+// Pebble instance in dir/slices, created if need be. Once the config says
+// the store keeps its shards there (mustExist; a new store's config is
+// written after it is created), a missing dir/slices or a keyspace without
+// its manifest marker is ErrCorrupt, not a new empty keyspace in which
+// every slice of the store would be missing and to which Puts of content
+// the store holds would deduplicate.
+func (db *DB) openSlices(dir string, mustExist bool) error {
 	if db.slices = db.opts.SliceStore; db.slices != nil {
 		return nil
 	}
 	d := filepath.Join(dir, "slices")
-	if _, err := db.opts.fs.Stat(d); exists && errors.Is(err, os.ErrNotExist) {
+	if _, err := db.opts.fs.Stat(d); mustExist && errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%w: %s is missing, and the store keeps its shards there", ErrCorrupt, d)
 	}
 	if err := mkdirDurable(db.opts.fs, d); err != nil {
 		return fmt.Errorf("sealkv: creating %s: %w", d, err)
 	}
-	s, err := slicestore.Open(d, db.opts.fs, pebbleLogger{l: db.opts.Logger, failed: &db.failed})
+	s, err := slicestore.Open(d, db.opts.fs, pebbleLogger{l: db.opts.Logger, failed: &db.failed}, mustExist)
 	if err != nil {
 		return openError(err)
 	}
@@ -457,12 +460,14 @@ func mkdirDurable(fs vfs.FS, dir string) error {
 
 // openError is the error of a keyspace's Pebble Open: ErrLocked when
 // another process holds it, ErrCorrupt when Pebble found its own files
-// damaged (a garbled MANIFEST or OPTIONS file).
+// damaged (a garbled MANIFEST or OPTIONS file) or a keyspace that was
+// created has lost its manifest marker (pebble.ErrDBDoesNotExist, see
+// slicestore.OpenDB).
 func openError(err error) error {
 	if errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "lock held") {
 		return fmt.Errorf("%w: %v", ErrLocked, err)
 	}
-	if pebble.IsCorruptionError(err) {
+	if pebble.IsCorruptionError(err) || errors.Is(err, pebble.ErrDBDoesNotExist) {
 		return fmt.Errorf("%w: opening store: %w", ErrCorrupt, err)
 	}
 	return fmt.Errorf("sealkv: opening store: %w", err)

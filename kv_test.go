@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sealkv/kv/internal/bufpool"
 	"github.com/sealkv/kv/internal/record"
@@ -625,6 +626,82 @@ func TestPebbleCorruptionIsErrCorrupt(t *testing.T) {
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "malformed manifest") || errors.Is(err, ErrLocked) {
 			t.Errorf("%s: Open with a garbled MANIFEST: %v, want ErrCorrupt with Pebble's message", keyspace, err)
 		}
+	}
+}
+
+// TestLostManifestMarkerRefused: a keyspace whose manifest marker
+// (marker.manifest.*, the file naming its current MANIFEST) is lost makes
+// Open fail with ErrCorrupt and deletes nothing: with the marker put back,
+// the store opens whole. (Found in review: Pebble took such a keyspace for
+// a new one, wrote a fresh MANIFEST and deleted every table it no longer
+// knew. Lost from DIR/slices, every shard went and every read failed
+// ("10 of 10 shards bad"); lost from DIR/meta, the store looked new and
+// was created again over its shards.)
+func TestLostManifestMarkerRefused(t *testing.T) {
+	k := newKeys(t)
+	b := randBytes(64 << 10)
+	glob := func(fs vfs.FS, keyspace, pattern string) []string {
+		names, _ := fs.List("/db/" + keyspace)
+		var m []string
+		for _, n := range names {
+			if ok, _ := filepath.Match(pattern, n); ok {
+				m = append(m, "/db/"+keyspace+"/"+n)
+			}
+		}
+		return m
+	}
+	marker := func(keyspace string) func(vfs.FS) func() {
+		return func(fs vfs.FS) func() {
+			m := glob(fs, keyspace, "marker.manifest.*")
+			if len(m) != 1 || fs.Remove(m[0]) != nil {
+				t.Fatalf("%s: markers %v", keyspace, m)
+			}
+			return func() {
+				if f, err := fs.Create(m[0], vfs.WriteCategoryUnspecified); err == nil {
+					f.Close()
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		lose func(vfs.FS) (restore func())
+	}{
+		{"meta marker", marker("meta")},
+		{"slices marker", marker("slices")}, // (all of DIR/slices gone: TestLocalSlicesMissing)
+	} {
+		fs := vfs.NewMem()
+		db, err := Open("/db", memOpts(k, fs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, db, "a", b)
+		if err := errors.Join(db.meta.Flush(), db.slices.(*slicestore.Pebble).DB().Flush()); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		tables := append(glob(fs, "meta", "*.sst"), glob(fs, "slices", "*.sst")...)
+		restore := c.lose(fs)
+		if db, err = Open("/db", memOpts(k, fs)); err == nil {
+			db.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "no manifest marker") {
+			t.Errorf("%s lost: Open: %v, want ErrCorrupt", c.name, err)
+		}
+		restore()
+		for _, f := range tables {
+			if _, err := fs.Stat(f); err != nil {
+				t.Errorf("%s lost: Open deleted %s", c.name, f)
+			}
+		}
+		db, err = Open("/db", memOpts(k, fs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := getBytes(db, "a"); !bytes.Equal(got, b) {
+			t.Errorf("%s lost: round trip once it is back: %v", c.name, err)
+		}
+		db.Close()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,11 +15,16 @@ import (
 
 // syncPointFS counts the syncs of every file and directory and, at sync
 // number at, takes a crash clone of the file system as it was just before
-// that sync: the state a power loss at that point leaves.
+// that sync: the state a power loss at that point leaves. The clone keeps
+// what was synced, and with all set everything written so far too (as if
+// the system had written it back just in time): both are such states.
+// With every set, it appends such a clone to *every before each sync.
 type syncPointFS struct {
 	linkGateFS
 	n     *atomic.Int64
 	at    int64
+	all   bool
+	every *[]*vfs.MemFS
 	mu    *sync.Mutex
 	clone **vfs.MemFS
 }
@@ -29,12 +35,18 @@ func newSyncPointFS(base linkGateFS, at int64) syncPointFS {
 }
 
 func (fs syncPointFS) synced() {
-	if fs.n.Add(1) != fs.at {
+	if fs.n.Add(1) != fs.at && fs.every == nil {
 		return
 	}
-	c := fs.crashClone(vfs.CrashCloneCfg{})
+	cfg := vfs.CrashCloneCfg{}
+	if fs.all {
+		cfg = vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 1))}
+	}
+	c := fs.crashClone(cfg)
 	fs.mu.Lock()
-	*fs.clone = c
+	if *fs.clone = c; fs.every != nil {
+		*fs.every = append(*fs.every, c)
+	}
 	fs.mu.Unlock()
 }
 
@@ -274,31 +286,59 @@ func openCounting(keys *Keys, fs syncPointFS) (int64, error) {
 	return n, db.Close()
 }
 
-// TestCreateCrashes crashes the Open that creates a store just before each
-// of its syncs: the next Open must open what is left (a store not yet
-// created is created then) and store a Data.
-func TestCreateCrashes(t *testing.T) {
+// TestCrashCreatingStoreOpens crashes the creation of a new store just
+// before each of its syncs, in the two states syncPointFS takes, and checks
+// that the store then opens and works. Among those states are keyspaces
+// with a MANIFEST and no manifest marker, and with a marker and no OPTIONS
+// file: Open must take them for keyspaces being created, not for ones
+// that lost their marker (TestLostManifestMarkerRefused), or a store
+// whose creation was cut short could never be opened.
+func TestCrashCreatingStoreOpens(t *testing.T) {
 	keys := newKeys(t)
-	n, err := openCounting(keys, newSyncPointFS(newLinkGateFS(), -1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d sync points", n)
-	for at := int64(1); at <= n; at++ {
-		fs := newSyncPointFS(newLinkGateFS(), at)
+	seen := map[string]bool{}
+	for _, all := range []bool{false, true} {
+		fs := newSyncPointFS(newLinkGateFS(), -1)
+		fs.all, fs.every = all, new([]*vfs.MemFS)
 		if _, err := openCounting(keys, fs); err != nil {
 			t.Fatal(err)
 		}
-		if fs.taken() == nil {
-			continue
-		}
-		db, err := Open("/db", memOpts(keys, fs.taken().CrashClone(vfs.CrashCloneCfg{})))
-		if err != nil {
-			t.Fatalf("sync point %d of %d: reopen: %v", at, n, err)
-		}
-		mustPut(t, db, "a", []byte("x"))
-		if err := db.Close(); err != nil {
-			t.Fatal(err)
+		for i, crashed := range *fs.every {
+			for _, ks := range []string{"meta", "slices"} {
+				seen[ks+creationState(crashed, "/db/"+ks)] = true
+			}
+			db, err := Open("/db", memOpts(keys, crashed))
+			if err != nil {
+				t.Errorf("crash before sync %d of %d (all written: %v): %v", i+1, len(*fs.every), all, err)
+				continue
+			}
+			mustPut(t, db, "a", []byte("x"))
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	for _, want := range []string{"meta: MANIFEST, no marker", "meta: marker, no OPTIONS", "slices: MANIFEST, no marker", "slices: marker, no OPTIONS"} {
+		if !seen[want] {
+			t.Errorf("no crash left %q", want)
+		}
+	}
+}
+
+// creationState names the state of the keyspace in dir that
+// TestCrashCreatingStoreOpens looks for, if it is in one.
+func creationState(fs vfs.FS, dir string) string {
+	names, _ := fs.List(dir)
+	var manifest, marker, options bool
+	for _, n := range names {
+		manifest = manifest || strings.HasPrefix(n, "MANIFEST-")
+		marker = marker || strings.HasPrefix(n, "marker.manifest.")
+		options = options || strings.HasPrefix(n, "OPTIONS-")
+	}
+	switch {
+	case manifest && !marker:
+		return ": MANIFEST, no marker"
+	case marker && !options:
+		return ": marker, no OPTIONS"
+	}
+	return ""
 }

@@ -72,9 +72,12 @@ type Pebble struct {
 	failed  atomic.Pointer[error] // set by guard: no more writes
 }
 
-// Open opens or creates the slice keyspace in dir.
-func Open(dir string, fs vfs.FS, logger pebble.Logger) (*Pebble, error) {
+// Open opens or creates the slice keyspace in dir; with mustExist, a
+// keyspace that does not exist is an error, pebble.ErrDBDoesNotExist
+// (see OpenDB).
+func Open(dir string, fs vfs.FS, logger pebble.Logger, mustExist bool) (*Pebble, error) {
 	opts := &pebble.Options{
+		ErrorIfNotExists:   mustExist,
 		FS:                 keyspaceFS{FS: fs, readahead: true},
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             logger,
