@@ -65,8 +65,9 @@ var (
 	// ErrInvalidOptions: Options that cannot be used, or an argument no
 	// call can use (see the message): an empty dir given to Open, a nil
 	// context.Context, a nil io.Reader or PutOption given to Put, a nil
-	// io.Writer given to Reader.WriteTo, a negative keep given to
-	// PruneVersions. The call changes nothing.
+	// io.Writer given to Reader.WriteTo, a position before the start given
+	// to Reader.Seek or ReadAt, a negative keep given to PruneVersions.
+	// The call changes nothing.
 	ErrInvalidOptions = errors.New("sealkv: invalid options")
 	// ErrLocked: another process (or DB value) has the store open.
 	ErrLocked = errors.New("sealkv: store is locked by another process")

@@ -198,6 +198,50 @@ func TestReadAtSeek(t *testing.T) {
 	}
 }
 
+// TestSeekRefusals: positions a Reader cannot take are ErrInvalidOptions
+// and leave its position. (Found in review: a Seek past the largest int64
+// overflowed and was reported as a negative position, and none of these
+// errors was errors.Is-able.)
+func TestSeekRefusals(t *testing.T) {
+	db := openDB(t, t.TempDir(), smallOpts(newKeys(t)))
+	mustPut(t, db, "k", []byte("0123456789"))
+	r, err := db.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Seek(4, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		offset int64
+		whence int
+		want   string
+	}{
+		{math.MaxInt64, io.SeekCurrent, "overflows"},
+		{math.MaxInt64, io.SeekEnd, "overflows"},
+		{-5, io.SeekCurrent, "negative"},
+		{math.MinInt64, io.SeekEnd, "negative"},
+		{0, 3, "whence"},
+	} {
+		if _, err := r.Seek(c.offset, c.whence); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Seek(%d, %d): %v, want ErrInvalidOptions (%s)", c.offset, c.whence, err, c.want)
+		}
+	}
+	if pos, err := r.Seek(math.MaxInt64-4, io.SeekCurrent); pos != math.MaxInt64 || err != nil {
+		t.Errorf("Seek to the largest position: %d, %v", pos, err)
+	}
+	if _, err := r.Seek(4, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(make([]byte, 1), -1); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("ReadAt at -1: %v, want ErrInvalidOptions", err)
+	}
+	if rest, err := io.ReadAll(r); string(rest) != "456789" || err != nil {
+		t.Errorf("after the refusals the Reader read %q, %v; want \"456789\"", rest, err)
+	}
+}
+
 func TestDedup100MiB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100 MiB")

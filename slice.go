@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"slices"
 	"sort"
@@ -341,22 +342,28 @@ func (r *Reader) write(w io.Writer, p []byte, f *fetch) (int, error) {
 // negative count or more than it was given.
 var errWriterCount = errors.New("sealkv: writer returned an invalid count")
 
-// Seek sets the position for the next Read.
+// Seek sets the position for the next Read. An unknown whence, or a
+// position before the start or beyond the largest int64, is refused with
+// ErrInvalidOptions and leaves the position as it was.
 func (r *Reader) Seek(offset int64, whence int) (int64, error) {
+	var base int64 // never negative, so only offset > 0 can overflow
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
-		offset += r.pos
+		base = r.pos
 	case io.SeekEnd:
-		offset += r.size
+		base = r.size
 	default:
-		return 0, errors.New("sealkv: Seek: invalid whence")
+		return 0, fmt.Errorf("%w: Seek: invalid whence %d", ErrInvalidOptions, whence)
 	}
-	if offset < 0 {
-		return 0, errors.New("sealkv: Seek: negative position")
+	switch {
+	case offset > math.MaxInt64-base:
+		return 0, fmt.Errorf("%w: Seek: position %d + %d overflows", ErrInvalidOptions, base, offset)
+	case base+offset < 0:
+		return 0, fmt.Errorf("%w: Seek: negative position %d", ErrInvalidOptions, base+offset)
 	}
-	r.pos = offset
-	return offset, nil
+	r.pos = base + offset
+	return r.pos, nil
 }
 
 // Close releases the Reader and the slices it holds in memory (buffers
@@ -383,7 +390,7 @@ func (c *readCache) close() {
 // ReadAt reads len(p) bytes at off, or fewer with io.EOF at the end.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, errors.New("sealkv: ReadAt: negative offset")
+		return 0, fmt.Errorf("%w: ReadAt: negative offset %d", ErrInvalidOptions, off)
 	}
 	done, err := r.db.enter()
 	if err != nil {
