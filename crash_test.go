@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/sealkv/kv/internal/record"
 	"github.com/sealkv/kv/internal/slicestore"
 )
 
@@ -690,5 +692,69 @@ func TestFailedPutReleasesKeptSlices(t *testing.T) {
 		t.Fatalf("Delete: %v, kept %d slices for the Put in flight", derr, len(rep.Kept))
 	}
 	db.slices = hs.Store // checkShards reads the Pebble keyspace beneath
+	checkInvariants(t, db)
+}
+
+// headersFail is a SliceStore whose Headers cannot list anything.
+type headersFail struct{ slicestore.Store }
+
+func (headersFail) Headers(context.Context, [16]byte) iter.Seq2[slicestore.Header, error] {
+	return func(yield func(slicestore.Header, error) bool) {
+		yield(slicestore.Header{}, errors.New("listing failed"))
+	}
+}
+
+// TestHeadersFailureKeepsSession: when the slice store cannot list the
+// slices of a session that crashed, recovery must not take the session as
+// clean, or the shards of its unfinished Puts would stay for good. Open
+// succeeds, the session stays unclean, and the next Open that can list it
+// removes them. (Headers could not report an error before: a failed
+// listing looked like a session that wrote nothing.)
+func TestHeadersFailureKeepsSession(t *testing.T) {
+	keys := newKeys(t)
+	fs := vfs.NewCrashableMem()
+	db := openDB(t, "/db", memOpts(keys, fs))
+	keep := randBytes(10 << 10)
+	mustPut(t, db, "keep", keep)
+	// Shards no record points to: what a crash leaves of an unfinished Put.
+	sid := db.writer.Load().ID
+	loc := slicestore.Location{Session: sid, Ctr: 1 << 40}
+	w := db.slices.NewWriter()
+	if _, err := w.Add(ctx, loc, &[64]byte{1}, [][]byte{[]byte("orphan")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+	orphan := func(db *DB) bool {
+		t.Helper()
+		sh, err := db.slices.Get(ctx, loc, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sh[0] != nil
+	}
+	o := memOpts(keys, crashed)
+	o.wrapSlices = func(s SliceStore) SliceStore { return headersFail{s} }
+	db = openDB(t, "/db", o)
+	if _, closer, err := db.meta.Get(record.UncleanKey(sid)); err != nil {
+		t.Fatalf("the session that could not be listed is no longer unclean: %v", err)
+	} else {
+		closer.Close()
+	}
+	if !orphan(db) {
+		t.Fatal("the orphan shards are gone, though they were never listed")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, "/db", memOpts(keys, crashed))
+	if orphan(db) {
+		t.Fatal("the Open that could list the session left its orphan shards")
+	}
+	if got := get(t, db, "keep"); !bytes.Equal(got, keep) {
+		t.Fatal("keep differs")
+	}
 	checkInvariants(t, db)
 }

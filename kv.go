@@ -104,6 +104,10 @@ type SliceGroup = slicestore.Group
 // and are never reused.
 type ShardLocation = slicestore.Location
 
+// SliceHeader is what SliceStore.Headers yields for each slice a session
+// wrote: its ShardLocation and SliceID.
+type SliceHeader = slicestore.Header
+
 // Compression selects what Put does to a Slice before sealing it.
 type Compression int
 

@@ -32,8 +32,12 @@ func (db *DB) recover() error {
 		return err
 	}
 	for _, sid := range unclean {
-		if err := db.recoverSession(sid); err != nil {
+		listed, err := db.recoverSession(sid)
+		if err != nil {
 			return fmt.Errorf("session %x: %w", sid, err)
+		}
+		if !listed {
+			continue // the session stays unclean: the next Open lists it again
 		}
 		if err := db.meta.Delete(record.UncleanKey(sid), pebble.Sync); err != nil {
 			return err
@@ -91,8 +95,11 @@ func (db *DB) finishIntents() error {
 
 // recoverSession rolls back the Puts session sid left unfinished: their
 // manifests are released, and every slice it wrote that no record points
-// to, or that nothing references, is removed.
-func (db *DB) recoverSession(sid [16]byte) error {
+// to, or that nothing references, is removed. It reports whether the slice
+// store listed all of the session's slices: if not, the shards of those
+// it missed stay until a later Open lists them (failing Open would lock
+// the store out over space not yet reclaimed, as in finishIntents).
+func (db *DB) recoverSession(sid [16]byte) (listed bool, _ error) {
 	rel := db.newRelease()
 	defer rel.close()
 	prefix := append([]byte{record.PrefixManifest}, sid[:]...)
@@ -107,25 +114,31 @@ func (db *DB) recoverSession(sid [16]byte) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
-	for loc, id := range db.slices.Headers(context.Background(), sid) {
-		sid := SliceID(id)
-		rec, err := sliceRecord(db.meta, &sid)
+	listed = true
+	for h, err := range db.slices.Headers(context.Background(), sid) {
 		if err != nil {
-			return err
+			db.opts.Logger.Warn("sealkv: could not list the slices of an unclean session; will retry at next Open",
+				"session", fmt.Sprintf("%x", sid), "error", err)
+			listed = false
+			break
 		}
-		if rec == nil || rec.Session != loc.Session || rec.Ctr != loc.Ctr {
-			rel.drops = append(rel.drops, loc)
+		id := SliceID(h.ID)
+		rec, err := sliceRecord(db.meta, &id)
+		if err != nil {
+			return false, err
+		}
+		if rec == nil || rec.Session != h.Location.Session || rec.Ctr != h.Location.Ctr {
+			rel.drops = append(rel.drops, h.Location)
 			continue
 		}
-		rel.candidate(sid)
+		rel.candidate(id)
 	}
 	// If only removing the shards failed, the next Open retries the intent,
-	// as finishIntents does: failing Open would lock the store out over
-	// space not yet reclaimed.
+	// as finishIntents does.
 	_, err = db.finishLocked(rel)
-	return db.afterCommit(rel, err)
+	return listed, db.afterCommit(rel, err)
 }
 
 // eachKey calls fn for every meta key with prefix, on a snapshot.

@@ -547,12 +547,14 @@ func (s *Store) listGroup(ctx context.Context, d *domain, g *putGroup) ([]string
 
 // Headers yields the location and SliceID of every slice written in
 // session sid, in location order, merging the header listings of all
-// domains. A domain that cannot be listed is skipped (its headers have
-// copies elsewhere; a header missing everywhere only leaks the slice's
-// shards, see Config.HeaderCopies).
-func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.ShardLocation, [64]byte] {
-	return func(yield func(kv.ShardLocation, [64]byte) bool) {
-		if s.check(ctx) != nil {
+// domains. A domain that cannot be listed is skipped: each header has
+// copies in Config.HeaderCopies domains. If that many could not be listed,
+// a header may be missing from all the others, and Headers yields an error
+// last (recovery then lists the session again at the next Open).
+func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.SliceHeader, error] {
+	return func(yield func(kv.SliceHeader, error) bool) {
+		if err := s.check(ctx); err != nil {
+			yield(kv.SliceHeader{}, err)
 			return
 		}
 		ctx, cancel := context.WithCancel(ctx)
@@ -563,6 +565,7 @@ func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.ShardLoc
 		}
 		prefix := s.sessionPrefix("h", sid)
 		chans := make([]chan entry, len(s.domains))
+		var failed atomic.Int32 // domains whose listing failed
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		defer cancel() // runs before wg.Wait
@@ -593,6 +596,7 @@ func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.ShardLoc
 					}
 				})
 				if err != nil && ctx.Err() == nil {
+					failed.Add(1)
 					s.log.Warn("s3store: listing headers failed; other domains' copies are used", "domain", d.String(), "err", err)
 				}
 			})
@@ -616,7 +620,7 @@ func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.ShardLoc
 				}
 			}
 			if lo < 0 {
-				return
+				break
 			}
 			e := *heads[lo]
 			for i, h := range heads {
@@ -628,9 +632,16 @@ func (s *Store) Headers(ctx context.Context, sid [16]byte) iter.Seq2[kv.ShardLoc
 				continue
 			}
 			last = &e.ctr
-			if !yield(kv.ShardLocation{Session: sid, Ctr: e.ctr}, e.id) {
+			if !yield(kv.SliceHeader{Location: kv.ShardLocation{Session: sid, Ctr: e.ctr}, ID: e.id}, nil) {
 				return
 			}
+		}
+		// Every listing has ended: its channel is closed.
+		switch n := int(failed.Load()); {
+		case ctx.Err() != nil:
+			yield(kv.SliceHeader{}, ctx.Err())
+		case n >= s.cfg.HeaderCopies:
+			yield(kv.SliceHeader{}, fmt.Errorf("%w: listing headers failed in %d domains, and each header is kept in %d", kv.ErrUnavailable, n, s.cfg.HeaderCopies))
 		}
 	}
 }

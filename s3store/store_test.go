@@ -132,15 +132,28 @@ func TestStoreContract(t *testing.T) {
 	// Headers with one domain down: each header has copies in all 3.
 	c.domains[1].stop()
 	var locs []kv.ShardLocation
-	for l, id := range s.Headers(bg, sid) {
-		if i := len(locs); i >= len(all) || l != all[i].loc || id != all[i].id {
-			t.Fatalf("header %d: %x %x", i, l.Ctr, id[:4])
+	for h, err := range s.Headers(bg, sid) {
+		if i := len(locs); err != nil || i >= len(all) || h.Location != all[i].loc || h.ID != all[i].id {
+			t.Fatalf("header %d: %x %x, %v", i, h.Location.Ctr, h.ID[:4], err)
 		}
-		locs = append(locs, l)
+		locs = append(locs, h.Location)
 	}
 	if len(locs) != len(all) {
 		t.Fatalf("Headers yielded %d of %d", len(locs), len(all))
 	}
+	// With as many domains down as keep each header, a header may be
+	// missing from every listing: Headers ends with an error.
+	c.domains[0].stop()
+	c.domains[2].stop()
+	var herr error
+	for _, err := range s.Headers(bg, sid) {
+		herr = err
+	}
+	if !errors.Is(herr, kv.ErrUnavailable) {
+		t.Fatalf("Headers with every domain down: %v, want ErrUnavailable", herr)
+	}
+	c.domains[0].start()
+	c.domains[2].start()
 	// Stopping early works.
 	n := 0
 	for range s.Headers(bg, sid) {
@@ -480,8 +493,8 @@ func TestHeadersSkipsStrayKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for l := range s.Headers(bg, sid) {
-		t.Fatalf("a stray key yielded a header at %x", l.Ctr)
+	for h, err := range s.Headers(bg, sid) {
+		t.Fatalf("a stray key yielded a header at %x (%v)", h.Location.Ctr, err)
 	}
 }
 
@@ -512,7 +525,10 @@ func TestHeadersFewerSlotsThanDomains(t *testing.T) {
 	ctx, cancel := context.WithTimeout(bg, 15*time.Second)
 	defer cancel()
 	n := 0
-	for range s.Headers(ctx, sid) {
+	for _, err := range s.Headers(ctx, sid) {
+		if err != nil {
+			t.Fatal(err)
+		}
 		n++
 	}
 	if n != slices {

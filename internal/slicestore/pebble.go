@@ -329,12 +329,15 @@ func (s *Pebble) Delete(_ context.Context, locs []Location) error {
 func next(l Location) Location { return Location{Session: l.Session, Ctr: l.Ctr + 1} }
 
 // Headers yields the (counter, SliceID) back-pointers of every slice written
-// in session sid, in counter order.
-func (s *Pebble) Headers(_ context.Context, sid [16]byte) iter.Seq2[Location, [64]byte] {
-	return func(yield func(Location, [64]byte) bool) {
+// in session sid, in counter order, and an error last if the keyspace could
+// not be read through (a damaged header counts: its slice's shards would
+// be missed).
+func (s *Pebble) Headers(_ context.Context, sid [16]byte) iter.Seq2[Header, error] {
+	return func(yield func(Header, error) bool) {
 		lo := Location{Session: sid}
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo.Key(0), UpperBound: endOfSession(sid)})
 		if err != nil {
+			yield(Header{}, err)
 			return
 		}
 		defer it.Close()
@@ -345,14 +348,21 @@ func (s *Pebble) Headers(_ context.Context, sid [16]byte) iter.Seq2[Location, [6
 				valid = it.SeekGE(l.Key(HeaderIndex))
 				continue
 			}
-			var id [64]byte
-			if v, err := it.ValueAndErr(); err == nil && len(v) == 64 {
-				copy(id[:], v)
-				if !yield(l, id) {
-					return
-				}
+			v, err := it.ValueAndErr()
+			if err == nil && len(v) != 64 {
+				err = fmt.Errorf("slicestore: header of %x/%016x has %d bytes", l.Session, l.Ctr, len(v))
+			}
+			if err != nil {
+				yield(Header{}, err)
+				return
+			}
+			if !yield(Header{Location: l, ID: [64]byte(v)}, nil) {
+				return
 			}
 			valid = it.SeekGE(next(l).Key(0))
+		}
+		if err := it.Error(); err != nil {
+			yield(Header{}, err)
 		}
 	}
 }

@@ -11,6 +11,13 @@ import (
 // failure domain did not answer). The shards returned are still good to use.
 var ErrUnavailable = errors.New("slicestore: shards unavailable")
 
+// Header is a slice's back-pointer in a Store: where the slice is and its
+// SliceID.
+type Header struct {
+	Location Location
+	ID       [64]byte
+}
+
 // Store keeps the shards of SealedSlices. The kv package exports it as
 // kv.SliceStore so that the slice keyspace can live elsewhere than the
 // local Pebble instance (an object store, a cluster).
@@ -39,8 +46,12 @@ type Store interface {
 	Delete(ctx context.Context, locs []Location) error
 	// Headers yields, in location order, the location and SliceID of every
 	// slice written in session sid: recovery uses them to find shards
-	// whose Put never committed.
-	Headers(ctx context.Context, sid [16]byte) iter.Seq2[Location, [64]byte]
+	// whose Put never committed. If it cannot list them all (the store
+	// failed, or too many failure domains did not answer), it yields an
+	// error last, with a zero Header: recovery then keeps the session for
+	// the next Open to list again, since a header it did not see leaks
+	// that slice's shards for good.
+	Headers(ctx context.Context, sid [16]byte) iter.Seq2[Header, error]
 	// NewGroup starts collecting the slices of many Puts that are made
 	// durable together (kv.Batch, and group commits of small DB.Puts).
 	NewGroup() Group
