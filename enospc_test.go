@@ -89,11 +89,18 @@ func (f *fullFile) Preallocate(off, n int64) error {
 
 func isTable(name string) bool { return strings.HasSuffix(name, ".sst") }
 
+// hangScale stretches inTime's limits: they only have to tell a call that
+// never returns from a slow one (a review run on a loaded machine once took
+// more than 10 s for a Close that returned).
+const hangScale = 4
+
 // inTime runs f and fails the test if it has not returned after d, with
 // the goroutines in the log: a call that never returns is what these tests
-// look for.
+// look for. d is scaled by hangScale, since a loaded machine under -race
+// can take several times the usual time for what does return.
 func inTime(t *testing.T, what string, d time.Duration, f func()) {
 	t.Helper()
+	d *= hangScale
 	done := make(chan struct{})
 	go func() { defer close(done); f() }()
 	select {
